@@ -1,0 +1,157 @@
+"""Masked training: one pure step, and whole runs as a single ``lax.scan``.
+
+Masks are applied to the gradients (so optimiser state never sees a pruned
+weight), to the updates (so no optimiser can move one, e.g. via weight decay)
+and to the weights after the update (so a pruned weight is exactly 0 before and
+after every step). Everything here is per-trial; vmap it over a leading trial
+axis to train many networks in one program.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lth_jax import masks as masks_lib
+
+PyTree = Any
+LossFn = Callable[[PyTree, Any], jax.Array]
+
+
+def masked_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
+    """``step(params, opt_state, masks, batch) -> (params, opt_state, loss)``."""
+
+    def step(params, opt_state, masks, batch):
+        loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+        grads = masks_lib.apply(grads, masks)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, masks_lib.apply(updates, masks))
+        return masks_lib.apply(params, masks), opt_state, loss
+
+    return step
+
+
+def full_batch(loss_fn: LossFn, optimizer: optax.GradientTransformation, num_steps: int,
+               unroll: int = 1) -> Callable:
+    """``train(params, masks, data) -> (params, loss_curve)``: full-batch gradient
+    descent for ``num_steps`` steps as one scan (the XOR setting).
+
+    ``loss_curve`` is the training loss before each step.
+    """
+    step = masked_step(loss_fn, optimizer)
+
+    def train(params, masks, data):
+        params = masks_lib.apply(params, masks)
+
+        def body(carry, _):
+            p, s = carry
+            p, s, loss = step(p, s, masks, data)
+            return (p, s), loss
+
+        (params, _), losses = jax.lax.scan(body, (params, optimizer.init(params)), None,
+                                           length=num_steps, unroll=unroll)
+        return params, losses
+
+    return train
+
+
+class Curve(NamedTuple):
+    """What a mini-batch run records (per trial)."""
+
+    accuracy: jax.Array      # (num_evals,) test accuracy after every eval_every steps
+    loss: jax.Array          # (num_evals,) training loss of the last batch before each eval
+    diverged_at: jax.Array   # int32: first step whose loss was NaN/inf, or -1
+
+
+def minibatch(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],
+              optimizer: optax.GradientTransformation, num_steps: int, batch_size: int,
+              eval_every: int) -> Callable:
+    """``train(params, masks, key, train_data, test_data) -> (params, Curve)``.
+
+    The whole dataset stays on the device; each step draws ``batch_size``
+    examples uniformly at random inside the compiled program (no host round
+    trip). A trial whose loss goes non-finite stops updating from that step on
+    and reports the step, so it cannot poison anything else in the program.
+    """
+    if num_steps % eval_every:
+        raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={eval_every}")
+    step = masked_step(loss_fn, optimizer)
+
+    def train(params, masks, key, train_data, test_data):
+        x_all, y_all = train_data
+        n = x_all.shape[0]
+        params = masks_lib.apply(params, masks)
+
+        def one_step(carry, t):
+            p, s, diverged_at = carry
+            idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
+            new_p, new_s, loss = step(p, s, masks, (x_all[idx], y_all[idx]))
+            bad = ~jnp.isfinite(loss)
+            diverged_at = jnp.where((diverged_at < 0) & bad, t, diverged_at)
+            ok = diverged_at < 0
+            keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+            return (keep(new_p, p), keep(new_s, s), diverged_at), loss
+
+        def one_eval(carry, e):
+            ts = e * eval_every + jnp.arange(eval_every)
+            carry, losses = jax.lax.scan(one_step, carry, ts)
+            acc = eval_fn(carry[0], test_data)
+            acc = jnp.where(carry[2] < 0, acc, jnp.nan)
+            return carry, (acc, losses[-1])
+
+        init = (params, optimizer.init(params), jnp.int32(-1))
+        (params, _, diverged_at), (acc, loss) = jax.lax.scan(
+            one_eval, init, jnp.arange(num_steps // eval_every))
+        return params, Curve(acc, loss, diverged_at)
+
+    return train
+
+
+def sigmoid_bce(apply_fn: Callable) -> LossFn:
+    """Mean binary cross-entropy of a one-logit network, computed from logits."""
+
+    def loss(params, batch):
+        x, y = batch
+        logits = apply_fn({"params": params}, x)[..., 0]
+        return jnp.mean(optax.sigmoid_binary_cross_entropy(logits, y))
+
+    return loss
+
+
+def softmax_ce(apply_fn: Callable) -> LossFn:
+    """Mean softmax cross-entropy against integer labels."""
+
+    def loss(params, batch):
+        x, y = batch
+        logits = apply_fn({"params": params}, x)
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    return loss
+
+
+def accuracy(apply_fn: Callable) -> Callable[[PyTree, Any], jax.Array]:
+    """Fraction of ``(x, y)`` classified correctly (argmax of the logits)."""
+
+    def acc(params, data):
+        x, y = data
+        return jnp.mean(jnp.argmax(apply_fn({"params": params}, x), axis=-1) == y)
+
+    return acc
+
+
+def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9) -> optax.GradientTransformation:
+    """The optimisers the experiments offer by name."""
+    if name == "sgd":
+        return optax.sgd(learning_rate)
+    if name == "momentum":
+        return optax.sgd(learning_rate, momentum=momentum)
+    if name == "adam":
+        return optax.adam(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}; choose from sgd, momentum, adam")
+
+
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
