@@ -49,7 +49,7 @@ def shuffle(key: jax.Array, init: PyTree, masks: PyTree,
     mask_leaves = treedef.flatten_up_to(masks)
     keys = jax.random.split(key, len(leaves))
     new_p, new_m = [], []
-    for (path, p), m, k in zip(leaves, mask_leaves, keys):
+    for (path, p), m, k in zip(leaves, mask_leaves, keys, strict=True):
         if where(path):
             perm = jax.random.permutation(k, p.size)
             p = p.reshape(-1)[perm].reshape(p.shape)
