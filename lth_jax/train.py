@@ -67,24 +67,39 @@ class Curve(NamedTuple):
     diverged_at: jax.Array   # int32: first step whose loss was NaN/inf, or -1
 
 
-def minibatch(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],
-              optimizer: optax.GradientTransformation, num_steps: int, batch_size: int,
-              eval_every: int) -> Callable:
-    """``train(params, masks, key, train_data, test_data) -> (params, Curve)``.
+class TrainState(NamedTuple):
+    """Where a mini-batch run stands between segments (per trial)."""
 
-    The whole dataset stays on the device; each step draws ``batch_size``
-    examples uniformly at random inside the compiled program (no host round
-    trip). A trial whose loss goes non-finite stops updating from that step on
-    and reports the step, so it cannot poison anything else in the program.
+    params: PyTree
+    opt_state: PyTree
+    diverged_at: jax.Array   # int32: first step whose loss was NaN/inf, or -1
+    step: jax.Array          # int32: steps taken so far (batches are keyed on it)
+
+
+def start(optimizer: optax.GradientTransformation, params: PyTree, masks: PyTree) -> TrainState:
+    """The state before the first step: masked params, fresh optimiser state, step 0."""
+    params = masks_lib.apply(params, masks)
+    return TrainState(params, optimizer.init(params), jnp.int32(-1), jnp.int32(0))
+
+
+def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],
+                      optimizer: optax.GradientTransformation, num_steps: int, batch_size: int,
+                      eval_every: int) -> Callable:
+    """``segment(state, masks, key, train_data, test_data) -> (state, Curve)``: ``num_steps``
+    more steps of :func:`minibatch` from ``state`` (see :func:`start`).
+
+    Running a long training as several segments gives exactly the same result as
+    one call (batches depend on ``key`` and the global step only), so a driver can
+    report progress between segments while each segment stays one compiled program.
     """
     if num_steps % eval_every:
         raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={eval_every}")
     step = masked_step(loss_fn, optimizer)
 
-    def train(params, masks, key, train_data, test_data):
-        x_all, y_all = train_data
+    def segment(state, masks, key, train_data, test_data):
+        # jnp, so host (numpy) data can be indexed by the traced batch indices.
+        x_all, y_all = jnp.asarray(train_data[0]), jnp.asarray(train_data[1])
         n = x_all.shape[0]
-        params = masks_lib.apply(params, masks)
 
         def one_step(carry, t):
             p, s, diverged_at = carry
@@ -97,16 +112,35 @@ def minibatch(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],
             return (keep(new_p, p), keep(new_s, s), diverged_at), loss
 
         def one_eval(carry, e):
-            ts = e * eval_every + jnp.arange(eval_every)
+            ts = state.step + e * eval_every + jnp.arange(eval_every)
             carry, losses = jax.lax.scan(one_step, carry, ts)
             acc = eval_fn(carry[0], test_data)
             acc = jnp.where(carry[2] < 0, acc, jnp.nan)
             return carry, (acc, losses[-1])
 
-        init = (params, optimizer.init(params), jnp.int32(-1))
-        (params, _, diverged_at), (acc, loss) = jax.lax.scan(
+        init = (state.params, state.opt_state, state.diverged_at)
+        (params, opt_state, diverged_at), (acc, loss) = jax.lax.scan(
             one_eval, init, jnp.arange(num_steps // eval_every))
-        return params, Curve(acc, loss, diverged_at)
+        return TrainState(params, opt_state, diverged_at, state.step + num_steps), Curve(acc, loss, diverged_at)
+
+    return segment
+
+
+def minibatch(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],
+              optimizer: optax.GradientTransformation, num_steps: int, batch_size: int,
+              eval_every: int) -> Callable:
+    """``train(params, masks, key, train_data, test_data) -> (params, Curve)``.
+
+    The whole dataset stays on the device; each step draws ``batch_size``
+    examples uniformly at random inside the compiled program (no host round
+    trip). A trial whose loss goes non-finite stops updating from that step on
+    and reports the step, so it cannot poison anything else in the program.
+    """
+    segment = minibatch_segment(loss_fn, eval_fn, optimizer, num_steps, batch_size, eval_every)
+
+    def train(params, masks, key, train_data, test_data):
+        state, curve = segment(start(optimizer, params, masks), masks, key, train_data, test_data)
+        return state.params, curve
 
     return train
 

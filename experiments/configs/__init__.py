@@ -1,0 +1,1 @@
+"""Presets for the experiments' command lines: plain dicts that flags override."""

@@ -1,0 +1,42 @@
+"""Shared fixtures.
+
+Params for most specs are drawn with numpy in the layout ``models.MLP`` produces
+(``Dense_i/{kernel,bias}``): every eager jax.random call or flax init compiles a
+program per shape, which would dominate the suite's run time on a 2-core machine.
+test_masks checks that this layout is the one flax produces.
+"""
+
+import numpy as np
+import pytest
+
+
+def draw_params(sizes, seed=0, std=0.1, bias_std=0.0, trials=None):
+    """An MLP params dict for layer widths ``sizes`` (inputs first), float32 numpy leaves.
+
+    Kernels follow the paper's init (N(0, std^2) resampled beyond 2 std); biases are
+    N(0, bias_std^2) (0 by default, as in the paper). ``trials`` adds a leading trial axis.
+    """
+    rng = np.random.default_rng(seed)
+    lead = () if trials is None else (trials,)
+
+    def truncated(shape):
+        x = rng.standard_normal(shape)
+        while np.any(bad := np.abs(x) > 2):
+            x[bad] = rng.standard_normal(int(bad.sum()))
+        return (std * x).astype(np.float32)
+
+    return {f"Dense_{i}": {"kernel": truncated(lead + (fan_in, fan_out)),
+                           "bias": (bias_std * rng.standard_normal(lead + (fan_out,))).astype(np.float32)}
+            for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))}
+
+
+@pytest.fixture(scope="session")
+def params_like():
+    """The :func:`draw_params` factory."""
+    return draw_params
+
+
+@pytest.fixture(scope="session")
+def lenet_params():
+    """LeNet-300-100 (784-300-100-10, section 3.1) at the paper's init: 266,200 weights."""
+    return draw_params([784, 300, 100, 10], seed=0)

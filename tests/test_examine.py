@@ -1,0 +1,81 @@
+"""experiments.examine: Figures 9 and 10 from an iterative pruning chain."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from experiments import examine
+from lth_jax import analysis, data, experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DIR = os.environ.get(data.MNIST_DIR_ENV)
+
+
+def cli(*args, env_extra=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "experiments.examine", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_chain_stops_at_the_papers_rounds_for_its_levels():
+    # 80%, 51.2%, 16.8%, 5.5% are rounds 1, 3, 8 and 13 of pruning 20% of each hidden layer a round
+    settings, wanted = examine.plan_rounds(experiment.Settings(mode="iterative"), [1.0, 0.8, 0.512, 0.168, 0.055])
+    assert wanted == [0, 1, 3, 8, 13]
+    assert experiment.plan(settings)[-1].name == "r13"   # 14 trainings: the chain stops at 5.5%, not at 1%
+
+
+def test_examine_summarises_hand_made_chain():
+    rng = np.random.default_rng(0)
+    runs, std = 3, 0.1
+    init = {"Dense_0": {"kernel": rng.normal(0, std, (runs, 8, 4)), "bias": np.zeros((runs, 4))},
+            "Dense_1": {"kernel": rng.normal(0, std, (runs, 4, 2)), "bias": np.zeros((runs, 2))}}
+    init["Dense_0"]["kernel"][:, 0, :] = 1.5 * std   # input 0's weights are large: every hidden unit keeps one
+    full = {k: {"kernel": np.ones_like(v["kernel"], bool), "bias": np.ones_like(v["bias"], bool)}
+            for k, v in init.items()}
+    # the sparse level keeps only large first-layer weights and cuts hidden unit 3 off from the output
+    sparse = {"Dense_0": {"kernel": np.abs(init["Dense_0"]["kernel"]) > std, "bias": full["Dense_0"]["bias"]},
+              "Dense_1": {"kernel": full["Dense_1"]["kernel"].copy(), "bias": full["Dense_1"]["bias"]}}
+    sparse["Dense_1"]["kernel"][:, 3, :] = False
+    out = examine.examine(init, {1.0: full, 0.3: sparse}, fig9=[1.0, 0.25], fig10=[0.25], std=std, bins=8)
+    low = out["figure9"][1]
+    assert low["remaining"] == 0.3 and low["layers"]["Dense_0"]["fraction_within"] == 0.0
+    assert out["figure9"][0]["layers"]["Dense_0"]["n"] == runs * 8 * 4
+    f10 = out["figure10"][0]["layers"]
+    assert f10["Dense_0"]["units"] == runs * 4
+    # unit 3 keeps its inputs but reaches no output: footnote 7 disconnects it in every run
+    assert (f10["Dense_0"]["disconnected_before_removal"], f10["Dense_0"]["disconnected"]) == (0, runs)
+    _, edges = out["_plot"]["figure9"][0][2]["Dense_0"]
+    assert len(edges) == 9 and edges[0] == -2 * std
+
+
+@pytest.mark.parametrize("flag", ["--runs=0", "--fig9_levels=half"])
+def test_bad_flags_give_one_line_error(flag):
+    res = cli(flag, "--analyse_only", "--runs_dir=/nonexistent")
+    assert res.returncode != 0
+    assert res.stderr.strip().splitlines()[-1].startswith("examine: error:")
+    assert "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(not REAL_DIR, reason=f"set {data.MNIST_DIR_ENV} to a folder with the four MNIST .gz files")
+def test_cli_end_to_end_on_a_tiny_chain_and_resume(tmp_path):
+    args = ["--runs=2", "--steps=100", "--eval_every=100", "--hidden=20,10", "--fig9_levels=1.0,0.64",
+            "--fig10_levels=0.8,0.64", f"--runs_dir={tmp_path / 'runs'}"]
+    first = cli(*args, f"--out_dir={tmp_path / 'a'}")
+    assert first.returncode == 0, first.stderr[-2000:]
+    for name in ("figure9.png", "figure10.png", "examine.json"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+    summary = json.loads((tmp_path / "a" / "examine.json").read_text())
+    assert [round(lv["remaining"], 2) for lv in summary["figure9"]] == [1.0, 0.64]
+    unpruned = summary["figure9"][0]["layers"]["Dense_0"]
+    assert abs(unpruned["fraction_within"] - analysis.truncated_normal_share()) < 4 * unpruned["se"]
+    assert summary["figure10"][0]["layers"]["Dense_1"]["units"] == 2 * 10
+    # everything is stored: analysing again trains nothing and gives the same numbers
+    again = cli(*args, f"--out_dir={tmp_path / 'b'}", "--analyse_only")
+    assert again.returncode == 0, again.stderr[-2000:]
+    second = json.loads((tmp_path / "b" / "examine.json").read_text())
+    assert {k: v for k, v in second.items() if k != "command"} == {k: v for k, v in summary.items() if k != "command"}
