@@ -130,10 +130,15 @@ def _role(ax, run: Run, role: str, metric: str, color: str, label: str, **kw) ->
                run.stat(role, metric, "max"), color, f"{label} (n={run.trials(role)}/level)", **kw)
 
 
-def _axes_percent(ax, log: bool) -> None:
+def _axes_percent(ax, log: bool, *runs: Run | None) -> None:
+    """Percent remaining, decreasing to the right as in the paper, limited to the levels we have."""
+    pcts = [p for r in runs if r is not None for p in r.percents()]
     if log:
         ax.set_xscale("log")
-    ax.invert_xaxis()
+        ax.set_xlim(max(pcts) * 1.3, min(pcts) / 1.3)
+    else:
+        span = max(pcts) - min(pcts) or 1.0
+        ax.set_xlim(max(pcts) + 0.05 * span, min(pcts) - 0.05 * span)
     ax.set_xlabel("percent of weights remaining" + (" (log scale)" if log else ""))
     ax.grid(alpha=0.3, which="both")
 
@@ -150,8 +155,8 @@ def _vline(ax, x: float, text: str) -> None:
                 xytext=(3, 0), textcoords="offset points")
 
 
-def _acc_line(ax, run: Run) -> None:
-    acc = run.original["acc"]
+def _acc_line(ax, run: Run, key: str = "acc") -> None:
+    acc = run.original[key]
     if math.isfinite(acc):
         ax.axhline(acc, color="gray", lw=0.8, ls="--", label="our original network")
         ax.axhline(acc - ACC_GAP, color="crimson", lw=0.8, ls="--", label="original - 0.15% (paper's threshold)")
@@ -166,13 +171,32 @@ def _finish(fig, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _panels(title: str):
+METRICS = ("convergence_iteration", "convergence_accuracy", "final_accuracy")
+
+
+def _panels(run: Run):
+    """Convergence iteration and accuracy at convergence (the paper's two panels), plus the
+    accuracy at the end of training (defined even where a short run never converges)."""
     import matplotlib.pyplot as plt
 
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4.5))
-    a.set_ylabel("convergence iteration (footnote 5)")
-    b.set_ylabel("test accuracy at convergence")
-    return fig, a, b
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
+    axes[0].set_ylabel("convergence iteration (footnote 5)")
+    axes[1].set_ylabel("test accuracy at convergence")
+    axes[2].set_ylabel(f"test accuracy after {run.settings['iterations']:,} iterations")
+    return fig, axes
+
+
+def _note_unconverged(axes, *runs: Run) -> None:
+    for ax in axes[:2]:
+        if not any(sum(r.n(role)) for r in runs for role in ("ticket", "reinit", "shuffle")):
+            ax.text(0.5, 0.5, "no trial converged under footnote 5\nwithin the iterations trained",
+                    transform=ax.transAxes, ha="center", va="center", color="gray")
+
+
+def _legends(axes) -> None:
+    for ax in axes:
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
 
 
 def _subtitle(run: Run) -> str:
@@ -260,8 +284,8 @@ def figure5(run: Run, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, a, b = _panels("")
-    for ax, metric in ((a, "convergence_iteration"), (b, "convergence_accuracy")):
+    fig, (a, b, c) = _panels(run)
+    for ax, metric in zip((a, b, c), METRICS, strict=True):
         _role(ax, run, "ticket", metric, TICKET, "winning tickets", zorder=4)
         seeds = run.settings["seeds"]
         colors = plt.cm.Set2(np.linspace(0, 1, max(len(seeds), 2)))
@@ -275,7 +299,7 @@ def figure5(run: Run, out: Path) -> None:
                 his.append(np.max(v) if v else np.nan)
             if any(math.isfinite(x) for x in means):
                 _errorbars(ax, run.percents(), means, los, his, color, f"reinit controls of seed {seed}", alpha=0.8)
-        _axes_percent(ax, log=False)
+        _axes_percent(ax, False, run)
     o = run.original
     _mark(a, 25, 0.62 * o["conv"], "paper: 25% ticket 38% faster")
     _mark(a, 35, 1.27 * o["conv"], "paper: 35% controls 27% slower")
@@ -284,35 +308,37 @@ def figure5(run: Run, out: Path) -> None:
     _acc_line(b, run)
     _vline(b, 15, "paper: tickets within 0.15% down to 15%")
     _mark(b, 15, o["acc"] - 0.006, "paper: controls 0.6% below at 15%")
-    a.legend(fontsize=7)
-    b.legend(fontsize=7)
+    _acc_line(c, run, "final")
+    _note_unconverged((a, b, c), run)
+    _legends((a, b, c))
     _finish(fig, out / "figure5.png", "Figure 5: one-shot tickets (blue) and their reinitialised controls\n"
             + _subtitle(run))
 
 
 def figure6(run: Run, out: Path) -> None:
     """Tickets, reinit controls and shuffle controls vs. percent remaining (one-shot)."""
-    fig, a, b = _panels("")
-    for ax, metric in ((a, "convergence_iteration"), (b, "convergence_accuracy")):
+    fig, (a, b, c) = _panels(run)
+    for ax, metric in zip((a, b, c), METRICS, strict=True):
         _role(ax, run, "ticket", metric, TICKET, "winning tickets", zorder=4)
         if run.trials("reinit"):
             _role(ax, run, "reinit", metric, REINIT, "reinit (control 1)")
         if run.trials("shuffle"):
             _role(ax, run, "shuffle", metric, SHUFFLE, "shuffle (control 2)")
-        _axes_percent(ax, log=False)
+        _axes_percent(ax, False, run)
     _acc_line(b, run)
-    a.legend(fontsize=7)
-    b.legend(fontsize=7)
+    _acc_line(c, run, "final")
+    _note_unconverged((a, b, c), run)
+    _legends((a, b, c))
     _finish(fig, out / "figure6.png", "Figure 6: one-shot tickets and both controls\n" + _subtitle(run))
 
 
 def figure7(oneshot: Run, iterative: Run, out: Path) -> None:
     """One-shot vs iterative winning tickets (log x)."""
-    fig, a, b = _panels("")
-    for ax, metric in ((a, "convergence_iteration"), (b, "convergence_accuracy")):
+    fig, (a, b, c) = _panels(iterative)
+    for ax, metric in zip((a, b, c), METRICS, strict=True):
         _role(ax, iterative, "ticket", metric, TICKET, "iterative pruning")
         _role(ax, oneshot, "ticket", metric, REINIT, "one-shot pruning")
-        _axes_percent(ax, log=True)
+        _axes_percent(ax, True, oneshot, iterative)
     o = iterative.original
     _mark(a, 41, 0.64 * o["conv"], "paper: iterative 36% faster at 41%")
     _mark(a, 8.5, 0.62 * o["conv"], "paper: iterative 38% faster at 8.5%")
@@ -322,15 +348,16 @@ def figure7(oneshot: Run, iterative: Run, out: Path) -> None:
     _acc_line(b, iterative)
     _mark(b, 2.8, o["acc"], "paper: iterative back to original accuracy at 2.8%")
     _vline(b, 15, "paper: one-shot drops off at 15%")
-    a.legend(fontsize=7)
-    b.legend(fontsize=7)
+    _acc_line(c, iterative, "final")
+    _note_unconverged((a, b, c), oneshot, iterative)
+    _legends((a, b, c))
     _finish(fig, out / "figure7.png", "Figure 7: one-shot vs iterative winning tickets\n" + _subtitle(iterative))
 
 
 def figure8(oneshot: Run | None, iterative: Run, out: Path) -> None:
     """Iterative tickets, both controls, one-shot tickets (log x); lines end where trials stop converging."""
-    fig, a, b = _panels("")
-    for ax, metric in ((a, "convergence_iteration"), (b, "convergence_accuracy")):
+    fig, (a, b, c) = _panels(iterative)
+    for ax, metric in zip((a, b, c), METRICS, strict=True):
         _role(ax, iterative, "ticket", metric, TICKET, "iterative tickets", zorder=4)
         if iterative.trials("reinit"):
             _role(ax, iterative, "reinit", metric, REINIT, "reinit (control 1)")
@@ -338,26 +365,28 @@ def figure8(oneshot: Run | None, iterative: Run, out: Path) -> None:
             _role(ax, iterative, "shuffle", metric, SHUFFLE, "shuffle (control 2)")
         if oneshot is not None:
             _role(ax, oneshot, "ticket", metric, "#d62728", "one-shot tickets")
-        _axes_percent(ax, log=True)
+        _axes_percent(ax, True, oneshot, iterative)
     _acc_line(b, iterative)
     _vline(b, 31, "paper: reinit drops 0.15% below at ~31%")
     _vline(b, 51.2, "paper: shuffle drops at 51.2%")
     _vline(b, 1.5, "paper: tickets drop at 1.5%")
-    a.legend(fontsize=7)
-    b.legend(fontsize=7)
+    _acc_line(c, iterative, "final")
+    _note_unconverged((a, b, c), iterative)
+    _legends((a, b, c))
     _finish(fig, out / "figure8.png", "Figure 8: iterative tickets and both controls\n" + _subtitle(iterative))
 
 
 def figure16(iterative: Run, han: Run, out: Path) -> None:
     """Resetting between rounds (ours) vs continuing from trained weights (Han et al.); the reset copy is measured."""
-    fig, a, b = _panels("")
-    for ax, metric in ((a, "convergence_iteration"), (b, "convergence_accuracy")):
+    fig, (a, b, c) = _panels(han)
+    for ax, metric in zip((a, b, c), METRICS, strict=True):
         _role(ax, iterative, "ticket", metric, TICKET, "reset every round (ours)")
         _role(ax, han, "ticket", metric, REINIT, "continue training (Han et al.), reset copy")
-        _axes_percent(ax, log=True)
+        _axes_percent(ax, True, iterative, han)
     _acc_line(b, iterative)
-    a.legend(fontsize=7)
-    b.legend(fontsize=7)
+    _acc_line(c, iterative, "final")
+    _note_unconverged((a, b, c), iterative, han)
+    _legends((a, b, c))
     _finish(fig, out / "figure16.png", "Figure 16: weight resetting vs Han et al.\n" + _subtitle(han))
 
 

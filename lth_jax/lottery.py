@@ -35,8 +35,14 @@ def iterative(init: PyTree, masks: PyTree, train: TrainFn, prune: PruneFn, round
     exists and stop early. ``reset="rewind"`` is the paper's procedure;
     ``reset="continue"`` is Han et al.'s (keep training the pruned trained weights).
     """
+    # Checked here, outside the generator, so a bad value fails at the call.
     if reset not in ("rewind", "continue"):
         raise ValueError(f"reset must be 'rewind' or 'continue', not {reset!r}")
+    return _rounds(init, masks, train, prune, rounds, reset)
+
+
+def _rounds(init: PyTree, masks: PyTree, train: TrainFn, prune: PruneFn, rounds: int,
+            reset: str) -> Iterator[Round]:
     params = transforms.rewind(init, masks)[0]
     for r in range(rounds + 1):
         trained, metrics = train(params, masks)

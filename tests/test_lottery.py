@@ -98,11 +98,11 @@ def test_iterative_yields_each_level_before_training_the_next(params_like):
     assert len(train.calls) == 2, "a caller that stops after a level must not pay for the next training"
 
 
-def test_unknown_reset_is_rejected_before_any_training(params_like):
+def test_unknown_reset_is_rejected_at_the_call_before_any_training(params_like):
     init = params_like([6, 12, 8, 4], seed=0)
     train = Recorder(params_like)
     with pytest.raises(ValueError, match="reset"):
-        next(lottery.iterative(init, masks.ones_like(init), train, prune_paper, ROUNDS, reset="reinit"))
+        lottery.iterative(init, masks.ones_like(init), train, prune_paper, ROUNDS, reset="reinit")
     assert train.calls == []
 
 
