@@ -18,12 +18,17 @@ def xor_data() -> tuple[jax.Array, jax.Array]:
     return x, y
 
 
-def decision_boundary(logits: jax.Array, y: jax.Array) -> jax.Array:
+def decision_boundary(logits: jax.Array, y: jax.Array, rule: str = "strict") -> jax.Array:
     """DB: every point on the right side of the boundary (sigmoid > 0.5 iff class 1).
 
-    A logit of exactly 0 (an output of exactly 0.5) is on no side and counts as wrong.
+    ``rule="strict"``: a logit of exactly 0 (an output of exactly 0.5) is on no side
+    and counts as wrong. ``rule="round"``: an output of 0.5 counts as class 1 (the
+    prediction ``sigmoid >= 0.5``).
     """
-    correct = jnp.where(y > 0.5, logits > 0, logits < 0)
+    if rule not in ("strict", "round"):
+        raise ValueError(f"unknown decision-boundary rule {rule!r}; choose strict or round")
+    positive = logits > 0 if rule == "strict" else logits >= 0
+    correct = jnp.where(y > 0.5, positive, logits < 0)
     return jnp.all(correct, axis=-1)
 
 
@@ -40,7 +45,11 @@ def hard_output_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def zero_loss(logits: jax.Array, y: jax.Array, threshold: float = 0.0) -> jax.Array:
-    """ZL: every example's :func:`hard_output_loss` is at most ``threshold``."""
+    """ZL: every example's :func:`hard_output_loss` is at most ``threshold``.
+
+    ``threshold=0`` asks for hard 0/1 outputs (|logit| >= ~17 on the right side); a
+    threshold t asks for every example's margin to exceed about log(1/t).
+    """
     return jnp.all(hard_output_loss(logits, y) <= threshold, axis=-1)
 
 

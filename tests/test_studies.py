@@ -1,0 +1,178 @@
+"""Section 6's parameter studies (experiments.studies): which groups each figure trains, how many
+trainings a pruning rate needs, and groups trained together in one vmapped program.
+
+Training here uses narrow networks (784-16-8-10), 100 iterations and synthetic data, so the
+file runs in seconds; the procedure is the driver's at every step.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import studies
+from lth_jax import experiment, store
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=0, shuffle=0,
+            average_over=50, stable_for=50)
+BLOW_UP = 1e8  # an initialisation whose logits overflow float32 within two steps: a trial that must diverge
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Learnable synthetic 'images': the label is the argmax of a fixed linear map of the pixels."""
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((784, 10)).astype(np.float32)
+
+    def split(n):
+        x = (rng.random((n, 784)) > 0.8).astype(np.float32)
+        return jnp.asarray(x), jnp.asarray(np.argmax(x @ w, axis=1).astype(np.int32))
+
+    return split(512), split(256)
+
+
+def _arrays(path):
+    return {name: store.load_level(path, name) for name in store.levels(path)}
+
+
+# ---------------------------------------------------------------- the studies' settings
+
+
+def test_rates_need_the_papers_number_of_trainings_to_reach_about_five_percent():
+    """Section 4.1: pruning 20% a round "until it is about 5% ... requires training the network 14 times";
+    section 6.3: 10% a round "would require training the network 28 times"."""
+    assert studies.trainings_to_about_5(0.2)["trainings"] == 14
+    assert studies.trainings_to_about_5(0.1)["trainings"] == 28
+    counts = [studies.trainings_to_about_5(r)["trainings"] for r in studies.RATES]
+    assert counts == sorted(counts, reverse=True) and len(set(counts)) == len(counts)  # faster rates, fewer trainings
+
+
+def test_the_rate_chain_stops_at_the_first_level_under_the_threshold_and_not_before():
+    for rate in studies.RATES:
+        s = studies.study_groups("rates", "iterative", "paper", rates=(rate,))[0].settings
+        levels = experiment.plan(s)
+        total = sum(levels[0].counts.values())
+        overall = [100 * sum(lv.counts.values()) / total for lv in levels]
+        assert overall[-1] < studies.ABOUT_5_PERCENT <= overall[-2], rate
+        assert len(levels) - 1 == studies.trainings_to_about_5(rate)["trainings"]
+
+
+def test_paper_preset_groups_are_five_tickets_without_controls_at_the_papers_values():
+    stds = studies.study_groups("init_std", "oneshot", "paper")
+    assert [g.settings.std for g in stds] == [0.025, 0.05, 0.1, 0.2, 0.4, 0.8]
+    sizes = studies.study_groups("sizes", "iterative", "paper")
+    assert [g.settings.hidden for g in sizes] == [(300 * k, 100 * k) for k in range(1, 6)]  # multiples of 300-100
+    assert {g.settings.std for g in sizes} == {0.05}  # Figures 13-14's captions
+    rates = studies.study_groups("rates", "iterative", "paper")
+    assert [g.settings.rate for g in rates] == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    for g in stds + sizes + rates:
+        s = g.settings
+        assert len(s.seeds) == 5 and s.reinit == s.shuffle == 0 and s.iterations == 50_000 and s.lr == 0.05
+
+
+def test_a_study_group_lands_in_the_same_directory_as_the_same_settings_run_by_the_mnist_driver():
+    s = studies.study_groups("init_std", "oneshot", "paper", stds=(0.4,))[0].settings
+    assert experiment.run_dir(s, "r") == experiment.run_dir(experiment.Settings(std=0.4, reinit=0, shuffle=0), "r")
+
+
+def test_chunks_cover_every_trial_with_equal_programs_of_bounded_size():
+    for n in (1, 5, 7, 35, 36):
+        for per in (1, 3, 8, 100):
+            parts = studies.chunks(n, per)
+            assert len({p.size for p in parts}) == 1 and parts[0].size <= max(per, 1)
+            assert sorted(set(np.concatenate(parts).tolist())) == list(range(n))
+
+
+# ---------------------------------------------------------------- training groups together
+
+
+def test_groups_trained_together_store_what_each_stores_alone(data, tmp_path):
+    a = experiment.Settings(mode="iterative", std=0.1, min_remaining=85.0, **TINY)
+    b = a.replace(std=0.2)
+    alone = experiment.run(a, data, tmp_path / "alone")
+    paths = studies.run_groups([a, b], data, tmp_path / "together")
+    assert paths[0].name == alone.name
+    x, y = _arrays(alone), _arrays(paths[0])
+    assert list(x) == list(y) == ["init", "r00", "r01"]
+    for name in x:
+        assert sorted(x[name].arrays) == sorted(y[name].arrays)
+        for key in x[name].arrays:
+            np.testing.assert_allclose(y[name].arrays[key], x[name].arrays[key], rtol=0, atol=1e-6, err_msg=key)
+    assert y["r01"].metrics["group"]["runs"] == 2 and y["r01"].metrics["group"]["trials"] == 4
+    # resuming: nothing left to train
+    assert studies.run_groups([a, b], data, tmp_path / "together") == paths
+
+
+def test_a_memory_budget_splits_the_trials_into_chunks_without_changing_results(data, tmp_path):
+    a = experiment.Settings(mode="oneshot", levels=(100, 50), **TINY)
+    b = a.replace(std=0.05)
+    whole = studies.run_groups([a, b], data, tmp_path / "whole", memory_budget_mb=1024)
+    per_trial_mb = studies.trial_bytes(a) / 2**20
+    budget = int(2.5 * per_trial_mb) + 1  # room for two trials a program
+    small = studies.run_groups([a, b], data, tmp_path / "small", memory_budget_mb=budget)
+    rec = store.load_level(small[1], "p50")
+    assert rec.metrics["group"]["chunks"] == 2 and rec.metrics["group"]["trained_trials"] == 4
+    for p, q in zip(whole, small, strict=True):
+        for name in ("p100", "p50"):
+            np.testing.assert_allclose(store.load_level(q, name).arrays["curves/accuracy"],
+                                       store.load_level(p, name).arrays["curves/accuracy"], atol=1e-6)
+
+
+def test_identical_trials_of_different_groups_are_trained_once(data, tmp_path):
+    """The unpruned round is the same network for every pruning rate: Figure 15 trains it once."""
+    groups = [experiment.Settings(mode="iterative", rate=r, min_remaining=60.0, **TINY) for r in (0.2, 0.5)]
+    paths = studies.run_groups(groups, data, tmp_path)
+    r0 = [store.load_level(p, "r00") for p in paths]
+    assert r0[0].metrics["group"]["unique_trials"] == 2 and r0[0].metrics["group"]["trials"] == 4
+    np.testing.assert_array_equal(r0[0].arrays["curves/accuracy"], r0[1].arrays["curves/accuracy"])
+    r1 = [store.load_level(p, "r01").metrics for p in paths]
+    assert r1[0]["group"]["unique_trials"] == 4  # pruned differently from round 1 on
+    assert r1[0]["percent_overall"] > r1[1]["percent_overall"]
+
+
+def test_a_diverging_group_is_recorded_with_its_step_and_does_not_touch_the_others(data, tmp_path):
+    healthy = experiment.Settings(mode="oneshot", levels=(100, 50), **TINY)
+    wild = healthy.replace(std=BLOW_UP)
+    alone = experiment.run(healthy, data, tmp_path / "alone")
+    paths = studies.run_groups([healthy, wild], data, tmp_path / "together")
+    for name in ("p100", "p50"):
+        ok, bad = store.load_level(paths[0], name), store.load_level(paths[1], name)
+        ref = store.load_level(alone, name)
+        np.testing.assert_allclose(ok.arrays["curves/accuracy"], ref.arrays["curves/accuracy"], atol=1e-6)
+        assert np.all(ok.arrays["curves/diverged_at"] == -1) and np.isfinite(ok.arrays["curves/accuracy"]).all()
+        steps = bad.arrays["curves/diverged_at"]
+        assert np.all((steps >= 0) & (steps < healthy.iterations))
+        acc = bad.arrays["curves/accuracy"]
+        for trial, step in enumerate(steps):  # no accuracy from the evaluation after the bad step on
+            assert np.isnan(acc[trial, step // healthy.eval_every:]).all()
+        assert bad.metrics["roles"]["ticket"]["diverged"] == len(healthy.seeds)
+        assert [t["diverged_at"] for t in bad.metrics["trials"]] == steps.tolist()
+    # tables and plots say so
+    manifest = studies.write_manifest(tmp_path / "together", "init_std", "oneshot", "smoke",
+                                      [studies.Group("std 0.1", healthy), studies.Group("std wild", wild)], "cmd")
+    st = studies.load_study(manifest)
+    table = studies.markdown_table(st)
+    wild_rows = [line for line in table.splitlines() if line.startswith("| std wild")]
+    assert len(wild_rows) == 2 and all("2/2 diverged** (step" in line for line in wild_rows)
+    assert not any("diverged**" in line for line in table.splitlines() if line.startswith("| std 0.1"))
+    out = studies.plot_study(st, tmp_path / "fig.png", title="divergence")
+    assert out.stat().st_size > 0
+
+
+# ---------------------------------------------------------------- the CLI
+
+
+@pytest.mark.parametrize("flag, words", [("--study=bogus", "study"), ("--sizes=300-x", "sizes"),
+                                         ("--study=rates --mode=oneshot", "iterative only")])
+def test_bad_flags_give_a_one_line_error(flag, words):
+    res = subprocess.run([sys.executable, "-m", "experiments.studies", *flag.split(), "--dry_run"], cwd=ROOT,
+                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("studies: error:") and words in lines[0], res.stderr
