@@ -440,7 +440,7 @@ def _monotone(vals: list[tuple[str, float]], increasing: bool) -> str:
     if len(v) < 2 or not all(math.isfinite(x) for x in v):
         return "undetermined"
     ok = all((b > a) if increasing else (b < a) for a, b in zip(v[:-1], v[1:], strict=False))
-    return ("yes" if ok else "no") + (", increases" if increasing else ", decreases") + " throughout"
+    return ("yes: " if ok else "no: not ") + ("increasing" if increasing else "decreasing") + " throughout"
 
 
 def compute_claim(claim: Claim, ctx: Context) -> Ours | None:
@@ -610,18 +610,24 @@ def _study_claim(claim: Claim, ctx: Context) -> Ours | None:
     where = f"{key[0]} ({key[1]}, preset {st['preset']})"
     k = claim.key
     acc_key, acc_words = _acc_key(groups)
+    tag = "" if acc_key == "convergence_accuracy" else " (by final accuracy)"
     conv = ("convergence_iteration", np.nanmin)
     if k == "rate_best":
         fast, fv = _study_pick(groups, *conv)
         acc, av = _study_pick(groups, acc_key, np.nanmax)
-        value = f"fastest: {fast or 'n/a'}; most accurate: {acc or 'n/a'}"
+        value = f"fastest: {fast or 'n/a'}; most accurate: {acc or 'n/a'}{tag}"
         return Ours(value, n, f"{where}; fastest conv. iteration per rate: {_fmt_vals(fv, '.0f')}; best "
                     f"{acc_words}: {_fmt_vals(av, '.4f')}", cmd)
     if k in ("std_fastest", "std_accurate"):
         metric, best, words = (conv[0], conv[1], "fastest conv. iteration") if k == "std_fastest" else (
             acc_key, np.nanmax, "best " + acc_words)
         pick, vals = _study_pick(groups, metric, best)
-        value = None if pick is None else float(pick.replace("std ", ""))
+        if pick is None:
+            value = None
+        elif k == "std_accurate" and tag:
+            value = pick.replace("std ", "") + tag
+        else:
+            value = float(pick.replace("std ", ""))
         return Ours(value, n, f"{where}; {words} per std: {_fmt_vals(vals, '.0f' if 'iteration' in metric else '.4f')}",
                     cmd)
     if k in ("std_large_slower", "std_large_less_acc"):
@@ -632,7 +638,8 @@ def _study_claim(claim: Claim, ctx: Context) -> Ours | None:
         if len(vals) < 2:
             return None
         verdict = _monotone(vals, increasing=k == "std_large_slower")
-        return Ours(None if verdict == "undetermined" else verdict, n,
+        verdict += tag if k == "std_large_less_acc" else ""
+        return Ours(None if verdict.startswith("undetermined") else verdict, n,
                     f"{where}; {words}: {_fmt_vals(vals, '.0f' if 'iteration' in metric else '.4f')}", cmd)
     table = studies.ticket_size_table(st)
     if k in ("size_conv_300", "size_conv_600"):
@@ -651,7 +658,9 @@ def _study_claim(claim: Claim, ctx: Context) -> Ours | None:
     if k in ("size_acc_oneshot", "size_acc_iter"):
         if not table:
             return None
-        return Ours("; ".join(f"{r['label']}: {_cell(r['by_accuracy'])}" for r in table), n,
+        final = any(r["accuracy"].startswith("final") for r in table)
+        return Ours("; ".join(f"{r['label']}: {_cell(r['by_accuracy'])}" for r in table)
+                    + (" (by final accuracy)" if final else ""), n,
                     f"{where}; by {table[0]['accuracy']}", cmd)
     return None
 
@@ -704,7 +713,7 @@ def study_figures(ctx: Context, fig_dir: Path) -> dict[int, list[Path]]:
 
     made: dict[int, list[Path]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for (study, mode), st in sorted(ctx.studies.items()):
+        for _key, st in sorted(ctx.studies.items()):
             for p in studies.plot_figures(st, tmp):
                 fig = int(p.stem[6:8])
                 name = f"figure{fig:02d}" + ("-iterative" if p.stem.endswith("-iterative") else "") + ".png"
@@ -741,19 +750,24 @@ def _cell(v: Any) -> str:
 
 
 def _missing_rows(ctx: Context, present: set[int], costs: dict[str, Any]) -> list[dict[str, Any]]:
+    """What is still to run: every step of the paper preset with training left (its state: no results
+    at all, or only smaller CPU-sized results), and the cpu preset's steps for figures with no results."""
     from experiments import reproduce_paper
 
     out = []
     for preset in ("paper", "cpu"):
-        plan = {s.name: s for s in reproduce_paper.steps(preset, str(ctx.runs_dir))}
-        by_step: dict[str, list[int]] = {}
-        for fig, step in STEP_OF_FIGURE.items():
-            if fig not in present:
-                by_step.setdefault(step, []).append(fig)
-        for step, figs in by_step.items():
-            s = plan[step]
+        for s in reproduce_paper.steps(preset, str(ctx.runs_dir)):
+            figs = [f for f in s.figures if f not in present]
+            if preset == "cpu" and not figs:
+                continue
             est = reproduce_paper.estimate(s, costs)
-            out.append({"preset": preset, "figures": figs, "command": s.command, "cpu": est["cpu"], "gpu": est["gpu"]})
+            if est["cpu"] <= 0:
+                continue
+            state = "no results yet" if len(figs) == len(s.figures) else (
+                "only smaller (CPU-sized) results stored" if not figs else
+                f"Figures {', '.join(map(str, figs))} have no results; the others only smaller ones")
+            out.append({"preset": preset, "figures": list(s.figures), "missing": figs, "state": state,
+                        "command": s.command, "cpu": est["cpu"], "gpu": est["gpu"]})
     return out
 
 
@@ -764,7 +778,10 @@ def build(runs_dir: str | Path = "runs", out: str | Path = "results", xor_dir: s
 
     runs_dir, out = Path(runs_dir), Path(out)
     xor_dir = Path(xor_dir) if xor_dir else runs_dir / "xor"
-    examine_dir = Path(examine_dir) if examine_dir else runs_dir / "examine" / "figures"
+    if not examine_dir:  # reproduce_paper's place, else experiments.examine's own default
+        examine_dir = next((d for d in (runs_dir / "examine" / "figures", Path("results") / "examine")
+                            if (d / "examine.json").is_file()), runs_dir / "examine" / "figures")
+    examine_dir = Path(examine_dir)
     fig_dir = out / "figures"
     if fig_dir.is_dir():
         for old in fig_dir.glob("*.png"):  # the report shows only what is stored now
@@ -797,10 +814,10 @@ def build(runs_dir: str | Path = "runs", out: str | Path = "results", xor_dir: s
           "check the pipeline and the direction of effects, not the paper's values.", ""]
     L += ["## Settings of the stored runs", ""]
     for mode, run in sorted(ctx.mnist.items()):
-        L.append(f"- MNIST {mode} (Figures {', '.join(map(str, _figs_of(mode)))}): {run.describe()}; command: "
+        L.append(f"- MNIST {mode} ({_figures_words(_figs_of(mode))}): {run.describe()}; command: "
                  f"`{mnist_command(run.settings, run.path.parent)}`")
     for (study, mode), st in sorted(ctx.studies.items()):
-        L.append(f"- study {study} ({mode}, Figures {', '.join(map(str, st['figures']))}): "
+        L.append(f"- study {study} ({mode}, {_figures_words(st['figures'])}): "
                  f"{studies.settings_note(st)}; command: `{st['command']}`")
     if ctx.examine is not None:
         L.append(f"- section 5 (Figures 9-10): {ctx.examine.get('runs')} iterative runs, settings "
@@ -818,8 +835,8 @@ def build(runs_dir: str | Path = "runs", out: str | Path = "results", xor_dir: s
           "| § | fig. | claim | paper | ours | n | details | command |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ours = "missing" if not r["stored"] else ("n/a" if r["ours"] is None else _cell(r["ours"]))
-        L.append(f"| {r['section']} | {r['figure']} | {r['claim']} | {_cell(r['paper'])} | {ours} | "
-                 f"{r['n'] or '-'} | {(r['details'] or '-').replace('|', '/')} | "
+        L.append(f"| {r['section']} | {r['figure']} | {r['claim']} | {_cell(r['paper'])} | {_esc(ours)} | "
+                 f"{r['n'] or '-'} | {_esc(r['details'] or '-')} | "
                  f"{('`' + r['command'] + '`') if r['command'] else '-'} |")
     L += [""]
 
@@ -836,7 +853,7 @@ def build(runs_dir: str | Path = "runs", out: str | Path = "results", xor_dir: s
         st = _study_for_figure(ctx, fig)
         if st is not None:
             L += [f"Settings: {studies.settings_note(st)}. Command: `{st['command']}`.", "",
-                  studies.markdown_table(_subset(st, fig)), ""]
+                  studies.markdown_table(_subset(st, fig)), "", _divergence_line(_subset(st, fig)), ""]
             if fig in (13, 14):
                 L += _ticket_sizes(st)
             if fig == 15:
@@ -844,16 +861,19 @@ def build(runs_dir: str | Path = "runs", out: str | Path = "results", xor_dir: s
         if fig not in present:
             L += _missing_text(fig, missing)
         L.append("")
-    L += ["## Missing results", ""]
+    L += ["## Missing results", "",
+          "Still to run, with the estimated time left (stored levels count as done; runs resume). The paper "
+          "preset rows are what a reproduction at the paper's settings needs; cpu rows only cover figures with "
+          "no results at all.", ""]
     if missing:
-        L += ["| preset | figures | command | est. CPU | est. GPU |", "|---|---|---|---|---|"]
+        L += ["| preset | figures | state | command | est. CPU | est. GPU |", "|---|---|---|---|---|---|"]
         for m in missing:
-            L.append(f"| {m['preset']} | {', '.join(map(str, m['figures']))} | `{m['command']}` | "
+            L.append(f"| {m['preset']} | {', '.join(map(str, m['figures']))} | {m['state']} | `{m['command']}` | "
                      f"{reproduce_paper.human(m['cpu'])} | {reproduce_paper.human(m['gpu'])} |")
-        L += ["", "`python -m experiments.reproduce_paper --preset=paper` runs every missing step, then rebuilds "
-              "this report (`--dry_run` prints the plan)."]
+        L += ["", "`python -m experiments.reproduce_paper --preset=paper` runs every step that is not complete, "
+              "then rebuilds this report (`--dry_run` prints the plan)."]
     else:
-        L.append("Every figure has results of ours (see each figure's settings: CPU presets are not the paper's).")
+        L.append("Nothing: every step of the paper preset is stored.")
     L += ["", "## Decisions", ""] + _decisions()
     out.mkdir(parents=True, exist_ok=True)
     from lth_jax import store
@@ -862,6 +882,10 @@ def build(runs_dir: str | Path = "runs", out: str | Path = "results", xor_dir: s
     path = out / "REPORT.md"
     store.atomic_write(path, lambda f: f.write(("\n".join(L) + "\n").encode()))
     return path
+
+
+def _figures_words(figs: Sequence[int]) -> str:
+    return ("Figure " if len(figs) == 1 else "Figures ") + ", ".join(map(str, figs))
 
 
 def _figs_of(mode: str) -> tuple[int, ...]:
@@ -886,6 +910,17 @@ def _subset(st: dict[str, Any], fig: int) -> dict[str, Any]:
         return st
     pick = (lambda s: s >= 0.1) if fig == 11 else (lambda s: s <= 0.1)
     return {**st, "groups": [g for g in st["groups"] if pick(g["settings"]["std"])]}
+
+
+def _divergence_line(st: dict[str, Any]) -> str:
+    """Trials that produced NaN/inf, per group, from the stored levels."""
+    parts = []
+    for g in st["groups"]:
+        n = sum(r["trials"] for r in g["rows"])
+        k = sum(r["diverged"] for r in g["rows"])
+        first = [r["diverged_first_step"] for r in g["rows"] if r["diverged"]]
+        parts.append(f"{g['label']}: {k} of {n}" + (f" (first at step {min(first)})" if first else ""))
+    return "Trials that diverged (loss NaN/inf; counted over all stored levels): " + "; ".join(parts) + "."
 
 
 def _ticket_sizes(st: dict[str, Any]) -> list[str]:
@@ -929,10 +964,11 @@ def _xor_section(xor: dict[str, Any], fig: int) -> list[str]:
             L += ["Conditional (footnote 4): % of the trials whose original succeeded; reinitialised tickets and "
                   "random networks of the same width beside (the paper column divides its joint rate by its "
                   "original's).", ""]
-        L += ["| setting | DB % ours | DB % paper | ZL % ours | ZL % paper | n (DB / ZL) |", "|---|---|---|---|---|---|"]
+        L += ["| setting | DB % ours | DB % paper | ZL % ours | ZL % paper | n (DB / ZL) |",
+              "|---|---|---|---|---|---|"]
         for r in xor["rows"]:
             if r.get("table") == table:
-                L.append(f"| {r['setting']} | {pc(r['db'], r['db_se'])} | {pc(r['paper_db'])} | "
+                L.append(f"| {_esc(r['setting'])} | {pc(r['db'], r['db_se'])} | {pc(r['paper_db'])} | "
                          f"{pc(r['zl'], r['zl_se'])} | {pc(r['paper_zl'])} | {r['n_db']} / {r['n_zl']} |")
         L.append("")
     if fig == 2 and xor.get("claims"):
@@ -940,10 +976,15 @@ def _xor_section(xor: dict[str, Any], fig: int) -> list[str]:
               "| claim | metric | a | b | gap (SE) | holds |", "|---|---|---|---|---|---|"]
         for c in xor["claims"]:
             gap = "-" if c.get("gap_in_se") is None else f"{c['gap_in_se']:+.1f}"
-            L.append(f"| {c['claim']} | {c['metric']} | {pc(c['a'])} | {pc(c['b'])} | {gap} | "
+            L.append(f"| {_esc(c['claim'])} | {c['metric']} | {pc(c['a'])} | {pc(c['b'])} | {gap} | "
                      f"{ {True: 'yes', False: '**no**', None: 'n/a'}[c['holds']]} |")
         L.append("")
     return L
+
+
+def _esc(text: str) -> str:
+    """A table cell: a literal '|' would end it."""
+    return str(text).replace("|", "\\|")
 
 
 def _short_xor(xor: dict[str, Any]) -> str:
@@ -979,7 +1020,7 @@ def _missing_text(fig: int, missing: list[dict[str, Any]]) -> list[str]:
 
     L = ["**Missing.**"]
     for m in missing:
-        if fig in m["figures"]:
+        if fig in m["missing"]:
             L.append(f"- {m['preset']} preset: `{m['command']}` (about {reproduce_paper.human(m['cpu'])} on this "
                      f"CPU, {reproduce_paper.human(m['gpu'])} on a GPU)")
     return L + [""]

@@ -230,6 +230,29 @@ class GroupProgress:
     def level_end(self, index: int, stored: list[tuple[str, str, dict[str, Any]]]) -> None: ...
 
 
+def _train_chunks(trainer: Any, trials: tuple, unique: np.ndarray, pieces: list[np.ndarray], data: tuple,
+                  progress: GroupProgress) -> tuple[Any, dict[str, np.ndarray]]:
+    """Train the ``unique`` rows of ``trials`` (params, masks, keys) chunk by chunk; returns the
+    trained params and curves of the unique rows, in order (chunk padding dropped)."""
+    import jax
+
+    params, masks, keys = trials
+    outs = []
+    for piece in pieces:
+        rows = unique[piece]
+        trained, curves = trainer(jax.tree.map(lambda x, r=rows: x[r], params),
+                                  jax.tree.map(lambda x, r=rows: x[r], masks), keys[rows], data,
+                                  on_steps=progress.steps)
+        outs.append((jax.device_get(trained), curves))
+    first = np.unique(np.concatenate(pieces), return_index=True)[1]  # each unique row once, in order
+
+    def gather(arrays: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(arrays)[first]
+
+    trained_u = jax.tree.map(lambda *xs: gather(list(xs)), *[o[0] for o in outs])
+    return trained_u, {k: gather([o[1][k] for o in outs]) for k in ("accuracy", "loss", "diverged_at")}
+
+
 def run_groups(settings_list: Sequence[Any], data: tuple, root: str | Path, *,
                progress: GroupProgress | None = None, memory_budget_mb: int | None = None,
                chunk_steps: int | None = None) -> list[Path]:
@@ -287,21 +310,9 @@ def run_groups(settings_list: Sequence[Any], data: tuple, root: str | Path, *,
             trainer = experiment.Trainer(settings_list[todo[0]], chunk_steps)
         progress.level_start(i, depth, len(todo), len(digests), settings_list[0].iterations * len(pieces))
         t0 = time.perf_counter()
-        outs = []
-        for piece in pieces:
-            rows = unique[piece]
-            take = lambda tree, rows=rows: jax.tree.map(lambda x: x[rows], tree)  # noqa: E731
-            trained, curves = trainer(take(params), take(tmasks), keys[rows], data, on_steps=progress.steps)
-            outs.append((jax.device_get(trained), curves))
+        trained_u, curves_u = _train_chunks(trainer, (params, tmasks, keys), unique, pieces, data, progress)
         seconds = time.perf_counter() - t0
-        sizes = [p[2] for p in parts]
-        n_rows = [jax.tree.leaves(x)[0].shape[0] for x in sizes]
-        # chunk outputs back to unique rows (dropping padding), then to every row
-        order = np.concatenate(pieces)
-        keep = np.unique(order, return_index=True)[1]
-        cat = lambda xs: np.concatenate(xs)[keep]  # noqa: E731
-        trained_u = jax.tree.map(lambda *x: cat(x), *[o[0] for o in outs])
-        curves_u = {k: cat([o[1][k] for o in outs]) for k in ("accuracy", "loss", "diverged_at")}
+        n_rows = [jax.tree.leaves(p[2])[0].shape[0] for p in parts]
         group_info = {"runs": len(todo), "trials": len(digests), "unique_trials": int(unique.size),
                       "chunks": len(pieces), "trained_trials": int(sum(p.size for p in pieces)),
                       "seconds": seconds, "members": [paths[g].name for g in todo]}
@@ -491,18 +502,23 @@ def plot_study(study: dict[str, Any], out: str | Path, labels: Sequence[str] | N
             if bad.any():
                 ax.scatter(xs[bad], np.full(bad.sum(), 0.97), transform=ax.get_xaxis_transform(), marker="x",
                            color="red", s=60, zorder=5)
-    if not converged:
-        axes[0].annotate("no trial converged under footnote 5's rule\nwithin the iterations of this run", (0.5, 0.5),
-                         xycoords="axes fraction", ha="center", va="center", fontsize=10, color="gray")
     acc_name = "test accuracy at convergence" if converged else "FINAL test accuracy (none converged)"
     for ax, name in zip(axes, ("convergence iteration (footnote 5)", acc_name), strict=True):
         ax.set_ylabel(name)
-        if log_x:
-            ax.set_xscale("log")
-        ax.invert_xaxis()
+        if ax is axes[0] and not converged:  # an empty panel: take the other's x axis
+            ax.set_xscale(axes[1].get_xscale() if not log_x else "log")
+            ax.set_yticks([])
+            ax.annotate("no trial converged under footnote 5's rule\nwithin the iterations of this run", (0.5, 0.5),
+                        xycoords="axes fraction", ha="center", va="center", fontsize=10, color="gray")
+        else:
+            if log_x:
+                ax.set_xscale("log")
+            ax.invert_xaxis()
         ax.set_xlabel("percent of weights remaining" if x == "percent" else "weights in the winning ticket")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
+    if not converged:
+        axes[0].set_xlim(axes[1].get_xlim())
     if any(r["diverged"] for g in groups for r in g["rows"]):
         axes[0].annotate("red x: a level with diverged (NaN/inf) trials", (0.01, 0.99), xycoords="axes fraction",
                          va="top", fontsize=7, color="red")
@@ -535,9 +551,9 @@ def plot_figures(study: dict[str, Any], out_dir: str | Path) -> list[Path]:
     if kind == "init_std":
         stds = {g["label"]: g["settings"]["std"] for g in study["groups"]}
         for fig, pick, words in ((11, lambda s: s >= 0.1, ">= 0.1"), (12, lambda s: s <= 0.1, "<= 0.1")):
+            title = f"Figure {fig}: winning tickets initialised with std {words} ({mode})\n{note}"
             made.append(plot_study(study, out_dir / f"figure{fig}{suffix}.png",
-                                   [k for k, s in stds.items() if pick(s)], log_x=mode == "iterative",
-                                   title=f"Figure {fig}: winning tickets initialised with std {words} ({mode})\n{note}"))
+                                   [k for k, s in stds.items() if pick(s)], log_x=mode == "iterative", title=title))
     elif kind == "sizes":
         fig = 13 if mode == "oneshot" else 14
         made.append(plot_study(study, out_dir / f"figure{fig}.png", x="weights", log_x=True,
@@ -559,7 +575,7 @@ def seed_steps(groups: Sequence[Group], root: str | Path | None = None) -> dict[
     unpruned level shared by groups that differ only in rate once."""
     from lth_jax import experiment, store
 
-    total, done, seen = 0.0, 0.0, set()
+    total, done, seen, levels, levels_left = 0.0, 0.0, set(), 0, 0
     for g in groups:
         s = g.settings
         scale = sum(experiment.weight_counts(s).values()) / LENET_WEIGHTS
@@ -572,9 +588,12 @@ def seed_steps(groups: Sequence[Group], root: str | Path | None = None) -> dict[
             if key is not None:
                 seen.add(key)
             total += cost
+            levels += 1
             if path is not None and store.done(path, level.name):
                 done += cost
-    return {"total": total, "remaining": total - done}
+            else:
+                levels_left += 1
+    return {"total": total, "remaining": total - done, "levels": levels, "levels_remaining": levels_left}
 
 
 # ---------------------------------------------------------------- CLI
@@ -672,15 +691,13 @@ def main(argv: list[str]) -> None:
         raise UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     logging.set_verbosity(logging.WARNING)
     todo = jobs(FLAGS.study, FLAGS.mode, FLAGS.preset, overrides_from_flags(FLAGS))
-    if FLAGS.rates and any(not 0 < r < 1 for r in overrides_from_flags(FLAGS)["rates"]):
-        raise UsageError("--rates are fractions in (0, 1)")
     from experiments import reproduce_paper
 
     costs = reproduce_paper.cost_model(FLAGS.out_dir)
     command = _command(sys.argv)
     for st, md, groups in todo:
         need = seed_steps(groups, FLAGS.out_dir)
-        cpu, gpu = (need["remaining"] * costs[d] for d in ("cpu", "gpu"))
+        cpu, gpu = (reproduce_paper.seconds(need, costs, d) for d in ("cpu", "gpu"))
         print(f"{st} ({md}, Figure {'/'.join(map(str, FIGURES[(st, md)]))}): {len(groups)} groups x "
               f"{len(groups[0].settings.seeds)} tickets; {need['remaining']:,.0f} of {need['total']:,.0f} "
               f"LeNet seed-steps left: ~{reproduce_paper.human(cpu)} on this CPU, ~{reproduce_paper.human(gpu)} "
@@ -725,10 +742,7 @@ def main(argv: list[str]) -> None:
         sig_count = len({signature(g.settings) for g in groups})
         print(f"== {st} ({md}): {len(groups)} groups in {sig_count} program(s) per level")
         man = write_manifest(FLAGS.out_dir, st, md, FLAGS.preset, groups, command)
-        for sig in dict.fromkeys(signature(g.settings) for g in groups):
-            members = [g for g in groups if signature(g.settings) == sig]
-            run_groups([g.settings for g in members], mnist, FLAGS.out_dir, progress=Bars(st),
-                       memory_budget_mb=FLAGS.memory_budget_mb)
+        run_study(groups, mnist, FLAGS.out_dir, progress=Bars(st), memory_budget_mb=FLAGS.memory_budget_mb)
         study = load_study(man)
         print(markdown_table(study))
         if st == "sizes":

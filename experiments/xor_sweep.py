@@ -186,21 +186,31 @@ def relu(grad_at_zero: float = 0.0) -> Callable[[jax.Array], jax.Array]:
 
 
 def logits(params: PyTree, x: jax.Array, act: Callable = jax.nn.relu) -> jax.Array:
-    """Output logits (one per row of ``x``) of a 2-H-1 net with params in models.MLP's layout."""
-    k, b = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]
-    h = act(x[:, 0:1] * k[0] + x[:, 1:2] * k[1] + b)
-    return jnp.sum(h * params["Dense_1"]["kernel"][:, 0], axis=-1) + params["Dense_1"]["bias"][0]
+    """Output logits, one per row of ``x``, of a 2-H-1 net with params in models.MLP's layout.
+
+    Leaves may carry extra trailing axes (a trial axis laid out last): they broadcast
+    through, and the result is then (rows, *trailing).
+    """
+    k, b = params["Dense_0"]["kernel"], params["Dense_0"]["bias"]   # (2, H, *t), (H, *t)
+    column = lambda i: x[:, i].reshape((-1,) + (1,) * b.ndim)     # noqa: E731  (rows, 1, *1)
+    h = act(column(0) * k[0] + column(1) * k[1] + b)               # (rows, H, *t)
+    return jnp.sum(h * params["Dense_1"]["kernel"][:, 0], axis=1) + params["Dense_1"]["bias"][0]
 
 
 def make_loss(relu_grad_at_zero: float = 0.0, reduction: str = "mean") -> train.LossFn:
-    """Sigmoid cross-entropy from logits (softplus(z) - y z), mean or sum over the 4 points."""
+    """Sigmoid cross-entropy from logits (softplus(z) - y z), mean or sum over the 4 points.
+
+    One trial's params give a scalar; params whose leaves end in a trial axis give one
+    loss per trial (``train.full_batch(..., batched=True, loss_takes_trials=True)``).
+    """
     act = relu(relu_grad_at_zero)
     reduce = {"mean": jnp.mean, "sum": jnp.sum}[reduction]
 
     def loss(params, batch):
         x, y = batch
         z = logits(params, x, act)
-        return reduce(jax.nn.softplus(z) - y * z)
+        y = y.reshape((-1,) + (1,) * (z.ndim - 1))
+        return reduce(jax.nn.softplus(z) - y * z, axis=0)
 
     return loss
 
@@ -230,7 +240,7 @@ class Trainer:
         self.template = jax.eval_shape(self.init_fn, jax.random.key(0))  # shapes only: nothing runs
         optimizer = train.make_optimizer(settings.optimizer, settings.learning_rate)
         fit = train.full_batch(make_loss(settings.relu_grad_at_zero, settings.loss), optimizer, settings.steps,
-                               loss_every=settings.steps, batched=True)
+                               loss_every=settings.steps, batched=True, loss_takes_trials=True)
         data = metrics.xor_data()
 
         def run(params, masks):

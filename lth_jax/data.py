@@ -94,32 +94,35 @@ def mnist(data_dir: str | os.PathLike | None = None, download: bool = True, *,
     """
     if data_dir is None:
         data_dir = os.environ.get(MNIST_DIR_ENV) or None
+    fix = _FIX
     if data_dir is not None:
         paths = {name: Path(data_dir).expanduser() / name for name in FILES}
     elif download:
         paths = download_files(cache_dir, base_url)
+        # tfds trusts its cache once a file is there: a file damaged since is caught below.
+        fix = "delete it so that tensorflow-datasets downloads it again"
     else:
         raise DataError(f"no MNIST folder given: pass data_dir or set {MNIST_DIR_ENV} to a folder with "
                         f"{', '.join(FILES)}, or allow downloading (download=True)")
     for name, path in paths.items():  # all four before parsing any: a bad file fails fast
         if verify:
-            verify_file(path, FILES[name])
+            verify_file(path, FILES[name], fix)
         elif not path.is_file():
-            raise DataError(f"{path}: file not found; {_FIX}")
+            raise DataError(f"{path}: file not found; {fix}")
     arrays = {name: parse_idx(path, FILES[name].magic) for name, path in paths.items()}
     return _assemble(arrays, paths)
 
 
-def verify_file(path: Path, spec: FileSpec) -> None:
-    """Raise :class:`DataError` unless ``path`` has the published size and SHA-256."""
+def verify_file(path: Path, spec: FileSpec, fix: str = _FIX) -> None:
+    """Raise :class:`DataError` (ending in ``fix``) unless ``path`` has the published size and SHA-256."""
     if not path.is_file():
-        raise DataError(f"{path}: file not found; {_FIX}")
+        raise DataError(f"{path}: file not found; {fix}")
     size = path.stat().st_size
     if size != spec.size:
-        raise DataError(f"{path}: {size} bytes, expected {spec.size} (truncated or not the original file); {_FIX}")
+        raise DataError(f"{path}: {size} bytes, expected {spec.size} (truncated or not the original file); {fix}")
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != spec.sha256:
-        raise DataError(f"{path}: SHA-256 mismatch (file altered or corrupted); {_FIX}")
+        raise DataError(f"{path}: SHA-256 mismatch (file altered or corrupted); {fix}")
 
 
 def parse_idx(path: str | os.PathLike, magic: int) -> np.ndarray:

@@ -23,10 +23,9 @@ and executed in segments of ``chunk_steps`` for progress reports.
 Determinism (what a re-run, a resume and the analyses rely on): everything is a
 function of the settings. For seed ``s`` with ``root = jax.random.key(s)``:
 
-- initial weights: ``init_params(lenet(hidden, std), fold_in(root, 0), 784)`` as
-  computed by :func:`initial_params`, and stored in the run's ``init`` record (read
-  that, or call :func:`initial_params` again: same program, same bits; a direct
-  ``models.init_params`` call agrees to float rounding);
+- initial weights: ``init_params(lenet(hidden, std), fold_in(root, 0), 784)``, i.e.
+  :func:`initial_params`, stored once in the run's ``init`` record (read that; on the
+  same platform a recomputation gives the same bits);
 - mini-batches of trial slot ``k``: ``fold_in(fold_in(root, 1), k)`` then, per step
   ``t``, ``fold_in(., t)`` (see :func:`lth_jax.train.minibatch_segment`). Tickets are
   slot 0 at every level (same batch order as their original), reinit control ``j``
@@ -176,7 +175,9 @@ def _init_fn(hidden: tuple[int, ...], std: float) -> Callable:
         roots = jax.vmap(jax.random.key)(seeds)
         return jax.vmap(lambda k: models.init_params(net, jax.random.fold_in(k, 0), INPUT_DIM))(roots)
 
-    return jax.jit(init, compiler_options=_quick())
+    # Full optimisation (unlike the other set-up programs) so the values equal a direct
+    # ``models.init_params`` call bit for bit on the same platform.
+    return jax.jit(init)
 
 
 def weight_counts(settings: Settings) -> dict[str, int]:
@@ -185,7 +186,7 @@ def weight_counts(settings: Settings) -> dict[str, int]:
     return {name: math.prod(shapes[name]["kernel"].shape) for name in models.layer_names(shapes)}
 
 
-def _survivors(count: int, rate: float) -> int:
+def _survivors(count: int, rate: float | np.floating) -> int:
     return int(pruning.survivors_after(jnp.int32(count), jnp.float32(rate)))
 
 
@@ -213,14 +214,14 @@ def plan(settings: Settings) -> list[Level]:
         pcts = sorted({100.0, *settings.levels}, reverse=True)
         out = []
         for p in pcts:
-            r = 1.0 - p / 100.0
-            c = {n: _survivors(k, r * out_factor if n == names[-1] else r) for n, k in counts.items()}
+            r = np.float32(1.0) - np.float32(p) / np.float32(100.0)  # float32, exactly as prune_to computes it
+            c = {n: _survivors(k, r * np.float32(out_factor) if n == names[-1] else r) for n, k in counts.items()}
             out.append(Level(f"p{p:g}", -round(p * 1000), round(p * 1000), p, c))
         return out
     out, c, r = [], dict(counts), 0
     total = sum(counts.values())
     while True:
-        out.append(Level(f"r{r:02d}", r, r, 100.0 * (1 - settings.rate) ** r, dict(c)))
+        out.append(Level(f"r{r:02d}", r, r, round(100.0 * (1 - settings.rate) ** r, 6), dict(c)))
         if 100.0 * sum(c.values()) / total < settings.min_remaining or r >= 500:
             return out
         c = {n: _survivors(k, settings.rate * out_factor if n == names[-1] else settings.rate) for n, k in c.items()}

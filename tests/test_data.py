@@ -189,14 +189,17 @@ def test_a_file_that_is_not_gzip_is_refused(tmp_path):
 # ---------------------------------------------------------------- downloading through tensorflow-datasets
 
 
+class QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
     """An HTTP server on loopback serving a folder: the download path without the internet."""
     served = tmp_path / "served"
     served.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *args: None  # keep test output clean
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(QuietHandler, directory=str(served)))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")
     monkeypatch.delenv(data.MNIST_DIR_ENV, raising=False)
@@ -216,6 +219,11 @@ def test_download_verifies_caches_and_reuses_the_original_files(tmp_path, mirror
     server.shutdown()  # the second load must come from the cache alone
     again = data.mnist(cache_dir=cache, base_url=url)
     np.testing.assert_array_equal(again.test_y, real.test_y)
+    # tfds trusts its cache; the loader does not: a cached file damaged since is named, with the fix.
+    cached = data.download_files(cache, url)["t10k-labels-idx1-ubyte.gz"]
+    cached.write_bytes(cached.read_bytes()[:-1])
+    with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte.*truncated.*delete it"):
+        data.mnist(cache_dir=cache, base_url=url)
 
 
 def test_a_download_with_the_wrong_checksum_is_refused(tmp_path, mirror):

@@ -41,6 +41,18 @@ def _arrays(path):
     return {name: store.load_level(path, name) for name in store.levels(path)}
 
 
+def assert_same_training(got, want, test_examples=256):
+    """Equal up to float rounding: a different number of trials in one vmapped program may change
+    the last bits (XLA picks other kernels), enough to flip at most one test example."""
+    for key in want:
+        if key.startswith("masks/"):  # exact survivor counts; a near-tie may swap one survivor
+            assert got[key].sum() == want[key].sum() and np.mean(got[key] == want[key]) > 0.999, key
+        elif key == "curves/accuracy":
+            np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1 / test_examples + 1e-6, err_msg=key)
+        else:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
+
+
 # ---------------------------------------------------------------- the studies' settings
 
 
@@ -102,8 +114,7 @@ def test_groups_trained_together_store_what_each_stores_alone(data, tmp_path):
     assert list(x) == list(y) == ["init", "r00", "r01"]
     for name in x:
         assert sorted(x[name].arrays) == sorted(y[name].arrays)
-        for key in x[name].arrays:
-            np.testing.assert_allclose(y[name].arrays[key], x[name].arrays[key], rtol=0, atol=1e-6, err_msg=key)
+        assert_same_training(y[name].arrays, x[name].arrays)
     assert y["r01"].metrics["group"]["runs"] == 2 and y["r01"].metrics["group"]["trials"] == 4
     # resuming: nothing left to train
     assert studies.run_groups([a, b], data, tmp_path / "together") == paths
@@ -120,8 +131,7 @@ def test_a_memory_budget_splits_the_trials_into_chunks_without_changing_results(
     assert rec.metrics["group"]["chunks"] == 2 and rec.metrics["group"]["trained_trials"] == 4
     for p, q in zip(whole, small, strict=True):
         for name in ("p100", "p50"):
-            np.testing.assert_allclose(store.load_level(q, name).arrays["curves/accuracy"],
-                                       store.load_level(p, name).arrays["curves/accuracy"], atol=1e-6)
+            assert_same_training(store.load_level(q, name).arrays, store.load_level(p, name).arrays)
 
 
 def test_identical_trials_of_different_groups_are_trained_once(data, tmp_path):
@@ -139,12 +149,14 @@ def test_identical_trials_of_different_groups_are_trained_once(data, tmp_path):
 def test_a_diverging_group_is_recorded_with_its_step_and_does_not_touch_the_others(data, tmp_path):
     healthy = experiment.Settings(mode="oneshot", levels=(100, 50), **TINY)
     wild = healthy.replace(std=BLOW_UP)
-    alone = experiment.run(healthy, data, tmp_path / "alone")
+    # the same program shape with a healthy group in the wild one's place: the reference, to the bit
+    calm = studies.run_groups([healthy, healthy.replace(std=0.05)], data, tmp_path / "calm")
     paths = studies.run_groups([healthy, wild], data, tmp_path / "together")
     for name in ("p100", "p50"):
         ok, bad = store.load_level(paths[0], name), store.load_level(paths[1], name)
-        ref = store.load_level(alone, name)
-        np.testing.assert_allclose(ok.arrays["curves/accuracy"], ref.arrays["curves/accuracy"], atol=1e-6)
+        ref = store.load_level(calm[0], name)
+        for key in ref.arrays:
+            np.testing.assert_array_equal(ok.arrays[key], ref.arrays[key], err_msg=key)
         assert np.all(ok.arrays["curves/diverged_at"] == -1) and np.isfinite(ok.arrays["curves/accuracy"]).all()
         steps = bad.arrays["curves/diverged_at"]
         assert np.all((steps >= 0) & (steps < healthy.iterations))

@@ -113,12 +113,21 @@ def test_batched_training_gives_the_numbers_of_vmapped_training(opt):
     loss, optimizer = xs.make_loss(1.0), train.make_optimizer(opt, 0.05)
     alone = jax.jit(jax.vmap(train.full_batch(loss, optimizer, 60), in_axes=(0, 0, None)))(params, m, (X, Y))
     batched = jax.jit(train.full_batch(loss, optimizer, 60, batched=True))(params, m, (X, Y))
+    native = jax.jit(train.full_batch(loss, optimizer, 60, batched=True, loss_takes_trials=True))(params, m, (X, Y))
     every = jax.jit(train.full_batch(loss, optimizer, 60, loss_every=20, batched=True))(params, m, (X, Y))
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), alone, batched)
+    for other in (batched, native):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), alone, other)
     np.testing.assert_array_equal(every[0]["Dense_0"]["kernel"], batched[0]["Dense_0"]["kernel"])
     np.testing.assert_array_equal(every[1], batched[1][:, ::20])  # the loss before steps 0, 20, 40
     pruned = np.asarray(~m["Dense_0"]["kernel"])
     assert np.all(np.asarray(batched[0]["Dense_0"]["kernel"])[pruned] == 0.0)
+
+
+def test_the_loss_of_a_stack_with_a_trailing_trial_axis_is_each_trials_loss():
+    params = jax.vmap(lambda k: models.init_params(models.xor_net(10), k, 2))(jax.random.split(jax.random.key(6), 3))
+    loss = xs.make_loss(1.0)
+    last = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), params)
+    np.testing.assert_allclose(loss(last, (X, Y)), jax.vmap(loss, in_axes=(0, None))(params, (X, Y)), rtol=1e-6)
 
 
 def test_the_plan_prunes_ten_units_two_at_a_time_down_to_the_smallest_ticket():
@@ -145,10 +154,12 @@ SMALL = ["--trials=8", "--steps=200", "--widths=6,2", "--heuristics=product", "-
 def small_runs(tmp_path_factory):
     """The same small sweep run twice from scratch in two folders, and once more in the first."""
     a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
-    runs = [run_cli(*SMALL, f"--out_dir={a}"), run_cli(*SMALL, f"--out_dir={b}"), run_cli(*SMALL, f"--out_dir={a}")]
-    for r in runs:
-        assert r.returncode == 0, r.stderr[-2000:]
-    return runs, [json.loads((d / "xor_sweep.json").read_text()) for d in (a, b, a)], a
+    runs, results = [], []
+    for out in (a, b, a):
+        runs.append(run_cli(*SMALL, f"--out_dir={out}"))
+        assert runs[-1].returncode == 0, runs[-1].stderr[-2000:]
+        results.append(json.loads((out / "xor_sweep.json").read_text()))
+    return runs, results, a
 
 
 def test_cli_writes_both_figures_as_json_rows_and_a_png(small_runs):
