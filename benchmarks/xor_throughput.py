@@ -6,8 +6,10 @@ Variants (all train the same networks with the same masks; trial-steps/s = trial
 
 - ``flax+vmap``: ``jax.vmap`` of ``train.full_batch`` on the flax model's loss (the naive version);
 - ``hand+vmap``: the same with the sweep's hand-written 2-H-1 loss;
-- ``hand+batched``: ``train.full_batch(..., batched=True)``, the sweep's path (trial axis laid out
-  last inside the program).
+- ``hand+batched``: ``train.full_batch(..., batched=True)`` (trial axis laid out last inside the
+  program, the loss vmapped over it);
+- ``hand+native``: the same with ``loss_takes_trials=True`` (the loss broadcasts over the trailing
+  trial axis itself, no vmap): the sweep's path.
 
 Each is measured with XLA's CPU defaults and with the YNN fusions off (the sweep's default,
 ``--fast_xla_cpu``); XLA flags are per process, so the second setting runs in a child process.
@@ -34,10 +36,9 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("trials", 1000, "Networks trained together.")
 flags.DEFINE_integer("steps", 10_000, "Full-batch steps.")
-flags.DEFINE_string("optimizer", "sgd", "Optimiser (sgd, momentum, adam).")
-flags.DEFINE_float("learning_rate", 0.5, "Learning rate.")
+flags.DEFINE_list("optimizers", ["adam", "sgd"], "Optimisers to time (adam is the sweep's default).")
 flags.DEFINE_integer("repeats", 2, "Runs per variant after compiling; the best is reported.")
-flags.DEFINE_list("variants", ["flax+vmap", "hand+vmap", "hand+batched"], "Which variants to time.")
+flags.DEFINE_list("variants", ["flax+vmap", "hand+vmap", "hand+batched", "hand+native"], "Which variants to time.")
 flags.DEFINE_boolean("fast_xla_cpu", True, "YNN fusions off in this process.")
 flags.DEFINE_boolean("both_xla_settings", True, "Also time every variant with the other XLA setting (child).")
 flags.DEFINE_boolean("sweep", True, "Also time the whole xor_sweep --trials=1000 from scratch.")
@@ -45,6 +46,7 @@ flags.DEFINE_string("out", "benchmarks/xor_throughput.json", "JSON output ('' fo
 flags.DEFINE_boolean("child", False, "Internal: print this process's measurements as JSON only.")
 
 ROOT = Path(__file__).resolve().parents[1]
+XLA_FLAGS_AT_START = os.environ.get("XLA_FLAGS", "")
 
 
 def machine() -> dict:
@@ -60,7 +62,10 @@ def machine() -> dict:
             "jax": jax.__version__, "backend": jax.default_backend(), "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def measure(variant: str) -> dict:
+LEARNING_RATE = {"adam": 0.001, "sgd": 0.5, "momentum": 0.05}  # benchmarks/xor_calibration.md
+
+
+def measure(variant: str, opt: str) -> dict:
     import jax
 
     from experiments import xor_sweep as xs
@@ -72,10 +77,11 @@ def measure(variant: str) -> dict:
     ones = masks.ones_like(jax.tree.map(lambda a: a[0], params))
     m = jax.jit(jax.vmap(lambda _: pruning.first_units(ones, 10)))(keys)
     data = metrics.xor_data()
-    optimizer = train.make_optimizer(FLAGS.optimizer, FLAGS.learning_rate)
+    optimizer = train.make_optimizer(opt, LEARNING_RATE[opt])
     loss = train.sigmoid_bce(net.apply) if variant.startswith("flax") else xs.make_loss(1.0)
-    if variant.endswith("batched"):
-        fn = train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps, batched=True)
+    if variant.endswith(("batched", "native")):
+        fn = train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps, batched=True,
+                              loss_takes_trials=variant.endswith("native"))
     else:
         fn = jax.vmap(train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps), in_axes=(0, 0, None))
     t0 = time.perf_counter()
@@ -91,7 +97,7 @@ def measure(variant: str) -> dict:
     best = min(runs, key=lambda r: r["wall_s"])
     work = FLAGS.trials * FLAGS.steps
     return {"variant": variant, "fast_xla_cpu": FLAGS.fast_xla_cpu, "trials": FLAGS.trials, "steps": FLAGS.steps,
-            "optimizer": FLAGS.optimizer, "compile_s": compile_s, "run_s": best["wall_s"], "cpu_s": best["cpu_s"],
+            "optimizer": opt, "compile_s": compile_s, "run_s": best["wall_s"], "cpu_s": best["cpu_s"],
             "trial_steps_per_s": work / best["wall_s"], "trial_steps_per_cpu_s": work / best["cpu_s"], "runs": runs}
 
 
@@ -102,7 +108,7 @@ def time_sweep() -> dict:
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "experiments.xor_sweep", "--trials=1000", f"--out_dir={tmp}",
                             "--progress=false"], cwd=ROOT, capture_output=True, text=True,
-                           env={**os.environ, "PYTHONPATH": str(ROOT)})
+                           env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": XLA_FLAGS_AT_START})
         wall = time.perf_counter() - t0
         if r.returncode:
             return {"error": r.stderr[-500:]}
@@ -118,25 +124,28 @@ def main(argv: list[str]) -> None:
 
     if FLAGS.fast_xla_cpu:
         xs.speed_up_xla_cpu()
-    results = [measure(v) for v in FLAGS.variants]
+    results = [measure(v, o) for o in FLAGS.optimizers for v in FLAGS.variants]
     if FLAGS.child:
         print(json.dumps(results))
         return
     if FLAGS.both_xla_settings:
-        args = [f"--{k}={getattr(FLAGS, k)}" for k in ("trials", "steps", "optimizer", "learning_rate", "repeats")]
+        args = [f"--{k}={getattr(FLAGS, k)}" for k in ("trials", "steps", "repeats")]
+        args.append(f"--optimizers={','.join(FLAGS.optimizers)}")
+        # The child starts from the XLA_FLAGS this process was given, not the ones it added.
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": XLA_FLAGS_AT_START}
         child = subprocess.run([sys.executable, "-m", "benchmarks.xor_throughput", *args,
                                 f"--variants={','.join(FLAGS.variants)}", f"--fast_xla_cpu={not FLAGS.fast_xla_cpu}",
-                                "--child"], cwd=ROOT, capture_output=True, text=True,
-                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                "--child"], cwd=ROOT, capture_output=True, text=True, env=env)
         if child.returncode == 0:
             results += json.loads(child.stdout.strip().splitlines()[-1])
         else:
             print(f"child with the other XLA setting failed: {child.stderr[-300:]}", file=sys.stderr)
     out = {"machine": machine(), "results": results, "note": "shared 2-core machine: timings are noisy"}
-    print(f"{'variant':14s} {'YNN off':>7s} {'compile s':>9s} {'run s':>7s} {'M trial-steps/s':>16s} "
+    print(f"{'variant':14s} {'opt':5s} {'YNN off':>7s} {'compile s':>9s} {'run s':>7s} {'M trial-steps/s':>16s} "
           f"{'per CPU-s':>10s} {'load':>5s}")
     for r in results:
-        print(f"{r['variant']:14s} {str(r['fast_xla_cpu']):>7s} {r['compile_s']:9.2f} {r['run_s']:7.2f} "
+        print(f"{r['variant']:14s} {r['optimizer']:5s} {str(r['fast_xla_cpu']):>7s} {r['compile_s']:9.2f} "
+              f"{r['run_s']:7.2f} "
               f"{r['trial_steps_per_s'] / 1e6:16.2f} {r['trial_steps_per_cpu_s'] / 1e6:10.2f} "
               f"{max(x['load_before'] for x in r['runs']):5.1f}")
     if FLAGS.sweep:

@@ -48,27 +48,31 @@ PAPER = {
 }
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Settings to start from; the flags below override them.")
-flags.DEFINE_integer("runs", None, "Independent iterative pruning runs (the paper: 10). Default: the preset's.")
-flags.DEFINE_integer("steps", None, "Training iterations per round (the paper: 50,000). Default: the preset's.")
-flags.DEFINE_integer("eval_every", None, "Test accuracy every this many iterations. Default: the preset's.")
-flags.DEFINE_list("hidden", ["300", "100"], "Hidden layer widths.")
-flags.DEFINE_float("std", 0.1, "Standard deviation of the (truncated) normal initialisation.")
-flags.DEFINE_float("learning_rate", 0.05, "SGD learning rate.")
-flags.DEFINE_integer("batch_size", 100, "Mini-batch size.")
-flags.DEFINE_float("rate", 0.2, "Fraction of each hidden layer's remaining weights pruned per round.")
-flags.DEFINE_float("output_rate_factor", 0.5, "The output layer is pruned at this fraction of --rate.")
-flags.DEFINE_integer("seed", 0, "First seed; the runs use seeds seed .. seed + runs - 1.")
-flags.DEFINE_list("fig9_levels", ["1.0", "0.512", "0.168", "0.055"], "Fractions remaining shown in Figure 9.")
-flags.DEFINE_list("fig10_levels", ["0.8", "0.168", "0.055"], "Fractions remaining shown in Figure 10.")
-flags.DEFINE_integer("bins", 40, "Histogram bins over [-2 std, 2 std].")
-flags.DEFINE_string("runs_dir", "runs", "Where rounds are stored (resumable).")
-flags.DEFINE_string("from_run", None, "Analyse this stored iterative run directory instead of running one "
-                    "(e.g. one written by experiments.mnist); its seeds are the runs.")
-flags.DEFINE_string("out_dir", "results/examine", "Where the PNGs and examine.json go.")
-flags.DEFINE_string("mnist_dir", None, f"Folder with the four MNIST .gz files (default ${data.MNIST_DIR_ENV}, "
-                    "else download).")
-flags.DEFINE_bool("analyse_only", False, "Do not train: use the stored rounds (error if some are missing).")
+
+
+def define_flags() -> None:
+    """Flags are defined only when run as a program, so the drivers can be imported together."""
+    flags.DEFINE_enum("preset", "cpu", list(PRESETS), "Settings to start from; the flags below override them.")
+    flags.DEFINE_integer("runs", None, "Independent iterative pruning runs (the paper: 10). Default: the preset's.")
+    flags.DEFINE_integer("steps", None, "Training iterations per round (the paper: 50,000). Default: the preset's.")
+    flags.DEFINE_integer("eval_every", None, "Test accuracy every this many iterations. Default: the preset's.")
+    flags.DEFINE_list("hidden", ["300", "100"], "Hidden layer widths.")
+    flags.DEFINE_float("std", 0.1, "Standard deviation of the (truncated) normal initialisation.")
+    flags.DEFINE_float("learning_rate", 0.05, "SGD learning rate.")
+    flags.DEFINE_integer("batch_size", 100, "Mini-batch size.")
+    flags.DEFINE_float("rate", 0.2, "Fraction of each hidden layer's remaining weights pruned per round.")
+    flags.DEFINE_float("output_rate_factor", 0.5, "The output layer is pruned at this fraction of --rate.")
+    flags.DEFINE_integer("seed", 0, "First seed; the runs use seeds seed .. seed + runs - 1.")
+    flags.DEFINE_list("fig9_levels", ["1.0", "0.512", "0.168", "0.055"], "Fractions remaining shown in Figure 9.")
+    flags.DEFINE_list("fig10_levels", ["0.8", "0.168", "0.055"], "Fractions remaining shown in Figure 10.")
+    flags.DEFINE_integer("bins", 40, "Histogram bins over [-2 std, 2 std].")
+    flags.DEFINE_string("runs_dir", "runs", "Where rounds are stored (resumable).")
+    flags.DEFINE_string("from_run", None, "Analyse this stored iterative run directory instead of running one "
+                        "(e.g. one written by experiments.mnist); its seeds are the runs.")
+    flags.DEFINE_string("out_dir", "results/examine", "Where the PNGs and examine.json go.")
+    flags.DEFINE_string("mnist_dir", None, f"Folder with the four MNIST .gz files (default ${data.MNIST_DIR_ENV}, "
+                        "else download).")
+    flags.DEFINE_bool("analyse_only", False, "Do not train: use the stored rounds (error if some are missing).")
 
 
 # ------------------------------------------------------------------ settings
@@ -336,4 +340,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -44,13 +44,20 @@ def hard_output_loss(logits: jax.Array, y: jax.Array) -> jax.Array:
     return -(y * jnp.log(jnp.maximum(p, tiny)) + (1 - y) * jnp.log(jnp.maximum(1 - p, tiny)))
 
 
-def zero_loss(logits: jax.Array, y: jax.Array, threshold: float = 0.0) -> jax.Array:
-    """ZL: every example's :func:`hard_output_loss` is at most ``threshold``.
+def zero_loss(logits: jax.Array, y: jax.Array, threshold: float = 0.0, over: str = "every") -> jax.Array:
+    """ZL: the :func:`hard_output_loss` is at most ``threshold``, for ``over="every"``
+    example, or on average over the examples (``over="mean"``: the training loss as a
+    log would print it, e.g. 0.000 at three decimals for ``threshold=5e-4``).
 
-    ``threshold=0`` asks for hard 0/1 outputs (|logit| >= ~17 on the right side); a
-    threshold t asks for every example's margin to exceed about log(1/t).
+    ``threshold=0`` asks for hard 0/1 outputs (|logit| >= ~17 on the right side); with
+    ``over="every"`` a threshold t asks every example for a margin of about log(1/t).
     """
-    return jnp.all(hard_output_loss(logits, y) <= threshold, axis=-1)
+    loss = hard_output_loss(logits, y)
+    if over == "every":
+        return jnp.all(loss <= threshold, axis=-1)
+    if over == "mean":
+        return jnp.mean(loss, axis=-1) <= threshold
+    raise ValueError(f"unknown zero-loss reduction {over!r}; choose every or mean")
 
 
 # ---------------------------------------------------------------- convergence
