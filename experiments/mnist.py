@@ -25,30 +25,35 @@ from absl import app, flags, logging
 from experiments.configs.mnist import PRESETS
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("preset", "smoke", list(PRESETS), "Settings to start from; every flag below overrides them.")
-flags.DEFINE_enum("mode", "oneshot", ["oneshot", "iterative", "han"],
-                  "oneshot (section 3), iterative (section 4) or han (section 6.4: prune and keep training).")
-flags.DEFINE_list("levels", None, "One-shot: percents of each hidden layer to keep, e.g. 100,75,35,5.")
-flags.DEFINE_integer("seeds", None, "Number of winning tickets (seeds first_seed, first_seed+1, ...).")
-flags.DEFINE_integer("first_seed", 0, "First seed.")
-flags.DEFINE_list("controls", None, "Controls per ticket: reinit,shuffle (the paper: 3,3).")
-flags.DEFINE_integer("iterations", None, "Training iterations per network (the paper: 50,000).")
-flags.DEFINE_integer("eval_every", None, "Test accuracy every this many iterations (the paper: 100).")
-flags.DEFINE_float("std", None, "Standard deviation of the truncated-normal initialisation (the paper: 0.1).")
-flags.DEFINE_list("hidden", None, "Hidden layer widths (the paper: 300,100).")
-flags.DEFINE_float("rate", None, "Iterative/han: fraction of each hidden layer's remaining weights pruned a round.")
-flags.DEFINE_float("output_rate_factor", None, "The output layer is pruned at this fraction of the hidden rate.")
-flags.DEFINE_float("min_remaining", None, "Iterative/han: stop after the first level under this percent of weights.")
-flags.DEFINE_float("lr", None, "Learning rate (the paper: SGD, 0.05).")
-flags.DEFINE_string("optimizer", None, "sgd (the paper), momentum or adam.")
-flags.DEFINE_integer("batch_size", None, "Mini-batch size (the paper: 100).")
-flags.DEFINE_integer("average_over", None, "Footnote 5: moving-average window in iterations (1000).")
-flags.DEFINE_integer("stable_for", None, "Footnote 5: iterations the average must stay put (1000).")
-flags.DEFINE_float("tolerance", None, "Footnote 5: allowed change of the moving average (0.002).")
-flags.DEFINE_integer("chunk_steps", None, "Steps per compiled call (progress granularity; results do not change).")
-flags.DEFINE_string("out_dir", "runs/mnist", "Results root; each setting gets a hashed subdirectory.")
-flags.DEFINE_string("mnist_dir", None, "Folder with the four MNIST .gz files (default: $LTH_MNIST_DIR, else download).")
-flags.DEFINE_bool("progress", True, "Show progress bars.")
+
+
+def define_flags() -> None:
+    """Flags are defined only when run as a program, so the drivers can be imported together."""
+    flags.DEFINE_enum("preset", "smoke", list(PRESETS), "Settings to start from; every flag below overrides them.")
+    flags.DEFINE_enum("mode", "oneshot", ["oneshot", "iterative", "han"],
+                      "oneshot (section 3), iterative (section 4) or han (section 6.4: prune and keep training).")
+    flags.DEFINE_list("levels", None, "One-shot: percents of each hidden layer to keep, e.g. 100,75,35,5.")
+    flags.DEFINE_integer("seeds", None, "Number of winning tickets (seeds first_seed, first_seed+1, ...).")
+    flags.DEFINE_integer("first_seed", 0, "First seed.")
+    flags.DEFINE_list("controls", None, "Controls per ticket: reinit,shuffle (the paper: 3,3).")
+    flags.DEFINE_integer("iterations", None, "Training iterations per network (the paper: 50,000).")
+    flags.DEFINE_integer("eval_every", None, "Test accuracy every this many iterations (the paper: 100).")
+    flags.DEFINE_float("std", None, "Standard deviation of the truncated-normal initialisation (the paper: 0.1).")
+    flags.DEFINE_list("hidden", None, "Hidden layer widths (the paper: 300,100).")
+    flags.DEFINE_float("rate", None, "Iterative/han: fraction of each hidden layer's remaining weights pruned a round.")
+    flags.DEFINE_float("output_rate_factor", None, "The output layer is pruned at this fraction of the hidden rate.")
+    flags.DEFINE_float("min_remaining", None, "Iterative/han: stop after the first level under this percent.")
+    flags.DEFINE_float("lr", None, "Learning rate (the paper: SGD, 0.05).")
+    flags.DEFINE_string("optimizer", None, "sgd (the paper), momentum or adam.")
+    flags.DEFINE_integer("batch_size", None, "Mini-batch size (the paper: 100).")
+    flags.DEFINE_integer("average_over", None, "Footnote 5: moving-average window in iterations (1000).")
+    flags.DEFINE_integer("stable_for", None, "Footnote 5: iterations the average must stay put (1000).")
+    flags.DEFINE_float("tolerance", None, "Footnote 5: allowed change of the moving average (0.002).")
+    flags.DEFINE_integer("chunk_steps", None, "Steps per compiled call (progress granularity; results do not change).")
+    flags.DEFINE_string("out_dir", "runs/mnist", "Results root; each setting gets a hashed subdirectory.")
+    flags.DEFINE_string("mnist_dir", None,
+                        "Folder of the four MNIST .gz files (default: $LTH_MNIST_DIR, else downloads).")
+    flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
 class UsageError(Exception):
@@ -191,4 +196,5 @@ def run_main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(run_main, flags_parser=_parse)

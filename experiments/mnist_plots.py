@@ -24,11 +24,15 @@ from typing import Any
 from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("runs_dir", "runs/mnist", "Results root written by experiments.mnist.")
-flags.DEFINE_string("oneshot", None, "One-shot run directory (default: the latest under --runs_dir).")
-flags.DEFINE_string("iterative", None, "Iterative run directory (default: the latest under --runs_dir).")
-flags.DEFINE_string("han", None, "Han et al. run directory (default: the latest under --runs_dir).")
-flags.DEFINE_string("out_dir", None, "Where the PNGs and claims go (default: <runs_dir>/figures).")
+
+
+def define_flags() -> None:
+    """Flags are defined only when run as a program, so the drivers can be imported together."""
+    flags.DEFINE_string("runs_dir", "runs/mnist", "Results root written by experiments.mnist.")
+    flags.DEFINE_string("oneshot", None, "One-shot run directory (default: the latest under --runs_dir).")
+    flags.DEFINE_string("iterative", None, "Iterative run directory (default: the latest under --runs_dir).")
+    flags.DEFINE_string("han", None, "Han et al. run directory (default: the latest under --runs_dir).")
+    flags.DEFINE_string("out_dir", None, "Where the PNGs and claims go (default: <runs_dir>/figures).")
 
 TICKET, REINIT, SHUFFLE = "#1f77b4", "#ff7f0e", "#2ca02c"
 PAPER_MARK = dict(marker="*", s=140, color="crimson", edgecolor="black", zorder=6)
@@ -606,4 +610,5 @@ def _parse(argv: list[str]) -> list[str]:
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main, flags_parser=_parse)

@@ -323,7 +323,7 @@ def run_groups(settings_list: Sequence[Any], data: tuple, root: str | Path, *,
             start += n
             trained_g = jax.tree.map(lambda x, rows=rows: x[rows], trained_u)
             curves_g = {k: v[rows] for k, v in curves_u.items()}
-            metrics = experiment._level_metrics(s, level, masks, curves_g, seconds * n / len(digests))
+            metrics = experiment.level_metrics(s, level, masks, curves_g, seconds * n / len(digests))
             metrics["group"] = group_info
             n_seeds = len(s.seeds)
             arrays = {**store.flatten(jax.device_get(masks), "masks"),

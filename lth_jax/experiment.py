@@ -530,7 +530,7 @@ def run(settings: Settings, data: tuple, root: str | Path, *, progress: Progress
         params, trial_masks, keys = build_trials(settings, init, masks, level, chain)
         trained, curves = trainer(params, trial_masks, keys, data, on_steps=progress.steps)
         seconds = time.perf_counter() - t0
-        metrics = _level_metrics(settings, level, masks, curves, seconds)
+        metrics = level_metrics(settings, level, masks, curves, seconds)
         tickets, chain_out = _split_trained(trained, len(settings.seeds))
         arrays = {**store.flatten(jax.device_get(masks), "masks"),
                   **store.flatten(tickets, "trained"),
@@ -561,7 +561,7 @@ def stored_init(settings: Settings, path: str | Path) -> PyTree:
     return _tree(store.load_level(path, INIT), "init")
 
 
-def _level_metrics(settings: Settings, level: Level, masks: PyTree, curves: dict[str, np.ndarray],
+def level_metrics(settings: Settings, level: Level, masks: PyTree, curves: dict[str, np.ndarray],
                    seconds: float) -> dict[str, Any]:
     counts = {name: int(np.sum(np.asarray(masks[name]["kernel"][0]))) for name in models.layer_names(masks)}
     totals = weight_counts(settings)
