@@ -562,7 +562,8 @@ def stored_init(settings: Settings, path: str | Path) -> PyTree:
 
 
 def level_metrics(settings: Settings, level: Level, masks: PyTree, curves: dict[str, np.ndarray],
-                   seconds: float) -> dict[str, Any]:
+                  seconds: float) -> dict[str, Any]:
+    """Per-level metrics as stored in ``<level>.json``: weight counts, percents, per-trial and per-role stats."""
     counts = {name: int(np.sum(np.asarray(masks[name]["kernel"][0]))) for name in models.layer_names(masks)}
     totals = weight_counts(settings)
     hidden = [n for n in totals][:-1]
