@@ -41,7 +41,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ import jax.numpy as jnp
 import optax
 from absl import app, flags
 
+from experiments import xla_cpu
 from lth_jax import data, models, train
 
 FLAGS = flags.FLAGS
@@ -67,7 +67,6 @@ flags.DEFINE_string("out", "benchmarks/results/mnist_throughput.json", "where to
 
 BATCH = 100
 HIDDEN = (300, 100)
-NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 SQUARE = 1024
 
 
@@ -81,14 +80,6 @@ def step_flops(sizes: list[int], batch: int) -> int:
 def eval_flops(sizes: list[int], examples: int) -> int:
     """Matmul FLOPs of one forward pass over ``examples`` inputs."""
     return 2 * examples * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
-def xla_flag_works(flag: str) -> bool:
-    """Whether this jaxlib accepts ``flag`` (XLA aborts on unknown flags, so ask a child process)."""
-    env = dict(os.environ, XLA_FLAGS=f"{os.environ.get('XLA_FLAGS', '')} {flag}".strip(), JAX_PLATFORMS="cpu")
-    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True,
-                           timeout=120)
-    return probe.returncode == 0
 
 
 def timed(fn: Callable, *args) -> tuple[float, float]:
@@ -255,8 +246,8 @@ def main(argv: list[str]) -> None:
     if FLAGS.repeats <= 0 or not all(t.isdigit() and int(t) > 0 for t in FLAGS.trials):
         sys.exit("mnist_throughput: --repeats and every --trials entry must be positive integers")
     # Importing jax reads no XLA flags; its first computation does: set them before that.
-    if not FLAGS.ynn and xla_flag_works(NO_YNN):
-        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {NO_YNN}".strip()
+    if not FLAGS.ynn:
+        xla_cpu.speed_up_xla_cpu()
     run()
 
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from experiments import xla_cpu
 from experiments import xor_sweep as xs
 from lth_jax import metrics, store
 
@@ -211,7 +212,7 @@ def findings(results: list[dict], ranked: list[dict], trials: int) -> list[str]:
 
 def main(argv: list[str]) -> None:
     del argv
-    xs.speed_up_xla_cpu()
+    xla_cpu.speed_up_xla_cpu()
     out = Path(FLAGS.out)
     cands = [c for c in CANDIDATES if not FLAGS.only or any(o in label(*c) for o in FLAGS.only)]
     results = []

@@ -120,10 +120,10 @@ def time_sweep() -> dict:
 
 def main(argv: list[str]) -> None:
     del argv
-    from experiments import xor_sweep as xs
+    from experiments import xla_cpu
 
     if FLAGS.fast_xla_cpu:
-        xs.speed_up_xla_cpu()
+        xla_cpu.speed_up_xla_cpu()
     results = [measure(v, o) for o in FLAGS.optimizers for v in FLAGS.variants]
     if FLAGS.child:
         print(json.dumps(results))

@@ -35,6 +35,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
+from experiments import xla_cpu
 from lth_jax import analysis, data, experiment, store
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -331,6 +332,7 @@ def _print(summary: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str]) -> None:
+    xla_cpu.speed_up_xla_cpu()
     try:
         summary = run(argv)
     except (ValueError, FileNotFoundError, data.DataError) as e:

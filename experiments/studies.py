@@ -760,7 +760,10 @@ def _fail(msg: str, code: int) -> None:
 
 
 def run_main(argv: list[str]) -> None:
+    from experiments import xla_cpu
     from lth_jax.data import DataError
+
+    xla_cpu.speed_up_xla_cpu()
 
     try:
         main(argv)

@@ -46,6 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from experiments import xla_cpu
 from lth_jax import metrics, models, pruning, store, train, transforms
 
 PyTree = Any
@@ -140,28 +141,6 @@ class Settings:
             raise ValueError(f"unknown zero_loss_over {self.zero_loss_over!r}; choose from {', '.join(ZL_OVER)}")
         if self.db_rule not in DB_RULES:
             raise ValueError(f"unknown db_rule {self.db_rule!r}; choose from {', '.join(DB_RULES)}")
-
-
-# ---------------------------------------------------------------- platform
-
-
-def speed_up_xla_cpu() -> bool:
-    """Switch off XLA's YNN fusions on the CPU (call before the first jax computation:
-    importing jax does not start its backend, running anything does).
-
-    On jaxlib 0.10 they turn the many tiny reductions of this net into library calls
-    that cost 3-4x the plain loops (benchmarks/xor_throughput.py). The flag is only
-    added on jaxlib versions known to have it: an unknown XLA flag aborts the process.
-    Returns whether it was added.
-    """
-    import jaxlib
-
-    flag = "--xla_cpu_experimental_ynn_fusion_type="
-    current = os.environ.get("XLA_FLAGS", "")
-    if "ynn_fusion_type" in current or not jaxlib.__version__.startswith("0.10."):
-        return False
-    os.environ["XLA_FLAGS"] = f"{current} {flag}".strip()
-    return True
 
 
 # ---------------------------------------------------------------- the network and its loss
@@ -731,7 +710,7 @@ def main(argv: list[str]) -> None:
     except ValueError as e:
         _fail(str(e))
     if FLAGS.fast_xla_cpu:
-        speed_up_xla_cpu()
+        xla_cpu.speed_up_xla_cpu()
     out = Path(FLAGS.out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
