@@ -63,7 +63,7 @@ flags.DEFINE_integer("eval_every", 100, "steps between test-set evaluations (the
 flags.DEFINE_integer("repeats", 3, "timed runs of each program (the best counts)")
 flags.DEFINE_float("learning_rate", 0.05, "SGD learning rate (the paper: 0.05)")
 flags.DEFINE_bool("ynn", False, "leave XLA's YNNPACK dot fusions on (XLA's default); see the module docstring")
-flags.DEFINE_string("out", "benchmarks/results/mnist_throughput.json", "where to write the JSON results")
+flags.DEFINE_string("out", "benchmarks/mnist_throughput.json", "where to write the JSON results")
 
 BATCH = 100
 HIDDEN = (300, 100)

@@ -35,7 +35,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from experiments import xla_cpu
+from experiments import cli, xla_cpu
 from lth_jax import analysis, data, experiment, store
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -343,4 +343,4 @@ def main(argv: Sequence[str]) -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=cli.flags_parser("examine"))

@@ -16,13 +16,16 @@ Issue 4's parameter studies are other settings of the same command: ``--std=0.4`
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import Any
 
 from absl import app, flags, logging
 
+from experiments import cli
 from experiments.configs.mnist import PRESETS
+
+_fail = cli.failer("mnist")
+_parse = cli.flags_parser("mnist")
 
 FLAGS = flags.FLAGS
 
@@ -169,17 +172,6 @@ def main(argv: list[str]) -> None:
     print_table(experiment.table(path))
 
 
-def _parse(argv: list[str]) -> list[str]:
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e), 2)
-
-
-def _fail(msg: str, code: int) -> None:
-    first = msg.strip().splitlines()[0] if msg.strip() else "error"
-    sys.stderr.write(f"mnist: error: {first}\n")
-    sys.exit(code)
 
 
 def run_main(argv: list[str]) -> None:

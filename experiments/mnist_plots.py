@@ -16,12 +16,16 @@ number of trials behind ours. Nothing here trains; it reads JSON and npz only.
 from __future__ import annotations
 
 import math
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from absl import app, flags, logging
+
+from experiments import cli
+
+_fail = cli.failer("mnist_plots")
+_parse = cli.flags_parser("mnist_plots")
 
 FLAGS = flags.FLAGS
 
@@ -597,16 +601,6 @@ def main(argv: Sequence[str]) -> None:
     print(f"wrote {', '.join(made)} to {out}")
 
 
-def _fail(msg: str) -> None:
-    sys.stderr.write(f"mnist_plots: error: {msg.strip().splitlines()[0]}\n")
-    sys.exit(2)
-
-
-def _parse(argv: list[str]) -> list[str]:
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
 
 
 if __name__ == "__main__":

@@ -33,6 +33,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from experiments import cli
+
+_fail = cli.failer("report")
+_parse = cli.flags_parser("report")
+
 ACC_GAP = 0.0015  # "within 0.15% of the original network's accuracy" (sections 3.2, 4.2)
 PRESET_ORDER = ("paper", "cpu", "smoke")
 
@@ -1076,18 +1081,6 @@ def main(argv: Sequence[str]) -> None:
     print(f"wrote {path} (+ {path.parent / 'claims.json'}, {path.parent / 'figures'}/)")
 
 
-def _fail(msg: str) -> None:
-    sys.stderr.write(f"report: error: {msg.strip().splitlines()[0]}\n")
-    sys.exit(2)
-
-
-def _parse(argv: list[str]) -> list[str]:
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
 
 
 if __name__ == "__main__":

@@ -31,6 +31,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from experiments import cli
+
+_fail = cli.failer("reproduce_paper")
+_parse = cli.flags_parser("reproduce_paper")
+
 LENET_WEIGHTS = 266_200
 # Seconds per LeNet-300-100 seed-step (one network, one mini-batch of 100, test accuracy every
 # 100 steps included) when nothing is measured yet:
@@ -271,10 +276,6 @@ def _define_flags() -> None:
     flags.DEFINE_bool("report", True, "Build the report at the end.")
 
 
-def _fail(msg: str, code: int = 2) -> None:
-    sys.stderr.write(f"reproduce_paper: error: {msg.strip().splitlines()[0]}\n")
-    sys.exit(code)
-
 
 def main(argv: list[str]) -> None:
     from absl import flags, logging
@@ -330,14 +331,6 @@ def main(argv: list[str]) -> None:
     if failed:
         _fail(f"steps that did not finish: {', '.join(failed)} (run the same command again to resume)", 1)
 
-
-def _parse(argv: list[str]) -> list[str]:
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
 
 
 if __name__ == "__main__":

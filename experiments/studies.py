@@ -49,6 +49,11 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from experiments import cli
+
+_fail = cli.failer("studies")
+_parse = cli.flags_parser("studies")
+
 STUDIES: tuple[str, ...] = ("init_std", "sizes", "rates")
 STDS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 SIZES: tuple[tuple[int, int], ...] = tuple((300 * k, 100 * k) for k in range(1, 6))
@@ -753,11 +758,6 @@ def main(argv: list[str]) -> None:
             print(f"wrote {p}")
 
 
-def _fail(msg: str, code: int) -> None:
-    first = msg.strip().splitlines()[0] if msg.strip() else "error"
-    sys.stderr.write(f"studies: error: {first}\n")
-    sys.exit(code)
-
 
 def run_main(argv: list[str]) -> None:
     from experiments import xla_cpu
@@ -774,14 +774,6 @@ def run_main(argv: list[str]) -> None:
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume from the last stored level", 130)
 
-
-def _parse(argv: list[str]) -> list[str]:
-    from absl import flags
-
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e), 2)
 
 
 if __name__ == "__main__":

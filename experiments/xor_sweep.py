@@ -46,8 +46,11 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from experiments import xla_cpu
+from experiments import cli, xla_cpu
 from lth_jax import metrics, models, pruning, store, train, transforms
+
+_fail = cli.failer("xor_sweep")
+_parse = cli.flags_parser("xor_sweep")
 
 PyTree = Any
 
@@ -689,17 +692,6 @@ def settings_from_flags() -> Settings:
     return dataclasses.replace(s, chunk=min(s.chunk, s.trials * max(count_stages(s))))
 
 
-def _fail(message: str) -> None:
-    print(f"xor_sweep: error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def _parse(argv: list[str]) -> list[str]:
-    """absl's parsing, but a bad flag is one line on stderr and exit code 2."""
-    try:
-        return FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e))
 
 
 def main(argv: list[str]) -> None:
