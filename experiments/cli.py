@@ -32,3 +32,28 @@ def flags_parser(program: str) -> Callable[[list[str]], list[str]]:
             fail(program, str(e), 2)
 
     return parse
+
+
+class UsageError(Exception):
+    """A bad flag value: reported on one line, exit code 2."""
+
+
+def guarded(program: str, main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
+    """``main`` with the drivers' edges: XLA's CPU switch first, then a usage error, a bad
+    data file or Ctrl-C become one line and an exit code instead of a traceback."""
+
+    def run(argv: list[str]) -> None:
+        from experiments import xla_cpu
+        from lth_jax.data import DataError
+
+        xla_cpu.speed_up_xla_cpu()
+        try:
+            main(argv)
+        except UsageError as e:
+            fail(program, str(e), 2)
+        except DataError as e:
+            fail(program, str(e), 1)
+        except KeyboardInterrupt:
+            fail(program, "interrupted; run the same command again to resume from the last stored level", 130)
+
+    return run

@@ -59,8 +59,7 @@ def define_flags() -> None:
     flags.DEFINE_bool("progress", True, "Show progress bars.")
 
 
-class UsageError(Exception):
-    """A bad flag value: reported on one line."""
+UsageError = cli.UsageError
 
 
 def _numbers(name: str, values: list[str] | None, kind: type) -> tuple | None:
@@ -174,20 +173,7 @@ def main(argv: list[str]) -> None:
 
 
 
-def run_main(argv: list[str]) -> None:
-    from experiments import xla_cpu
-    from lth_jax.data import DataError
-
-    xla_cpu.speed_up_xla_cpu()
-
-    try:
-        main(argv)
-    except UsageError as e:
-        _fail(str(e), 2)
-    except DataError as e:
-        _fail(str(e), 1)
-    except KeyboardInterrupt:
-        _fail("interrupted; run the same command again to resume from the last stored level", 130)
+run_main = cli.guarded("mnist", main)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
-"""lth-jax: lottery-ticket experiments as pure functions over JAX pytrees."""
+"""lth-jax: lottery-ticket experiments as pure functions over JAX pytrees.
 
-from lth_jax import lottery, masks, metrics, models, pruning, train, transforms
+``lth_jax.experiment`` (the MNIST procedure) is imported on its own: ``from lth_jax import experiment``.
+"""
 
-__all__ = ["lottery", "masks", "metrics", "models", "pruning", "train", "transforms"]
+from lth_jax import analysis, connectivity, data, lottery, masks, metrics, models, pruning, store, train, transforms
+
+__all__ = ["analysis", "connectivity", "data", "lottery", "masks", "metrics", "models", "pruning", "store", "train",
+           "transforms"]
