@@ -57,3 +57,13 @@ def guarded(program: str, main: Callable[[list[str]], None]) -> Callable[[list[s
             fail(program, "interrupted; run the same command again to resume from the last stored level", 130)
 
     return run
+
+
+def parse_list(name: str, values: list[str] | None, kind: Callable) -> tuple | None:
+    """A comma-separated flag read with ``kind`` (None stays None: "use the preset's")."""
+    if values is None:
+        return None
+    try:
+        return tuple(kind(v) for v in values)
+    except ValueError:
+        raise UsageError(f"--{name}: cannot read {','.join(values)!r}") from None

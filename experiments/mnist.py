@@ -62,23 +62,14 @@ def define_flags() -> None:
 UsageError = cli.UsageError
 
 
-def _numbers(name: str, values: list[str] | None, kind: type) -> tuple | None:
-    if values is None:
-        return None
-    try:
-        return tuple(kind(v) for v in values)
-    except ValueError:
-        raise UsageError(f"--{name} takes comma-separated {kind.__name__}s, not {','.join(values)!r}") from None
-
-
 def settings_from_flags() -> Any:
     """The preset with every given flag applied, as a validated ``Settings``."""
     from lth_jax.experiment import Settings
 
     cfg = dict(PRESETS[FLAGS.preset])
     given = {
-        "levels": _numbers("levels", FLAGS.levels, float), "hidden": _numbers("hidden", FLAGS.hidden, int),
-        "controls": _numbers("controls", FLAGS.controls, int),
+        "levels": cli.parse_list("levels", FLAGS.levels, float), "hidden": cli.parse_list("hidden", FLAGS.hidden, int),
+        "controls": cli.parse_list("controls", FLAGS.controls, int),
         **{k: getattr(FLAGS, k) for k in ("seeds", "iterations", "eval_every", "std", "rate", "output_rate_factor",
                                            "min_remaining", "lr", "optimizer", "batch_size", "average_over",
                                            "stable_for", "tolerance")},

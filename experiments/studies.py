@@ -43,7 +43,7 @@ import hashlib
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -636,15 +636,6 @@ def _define_flags() -> None:
 UsageError = cli.UsageError
 
 
-def _parse_list(name: str, values: list[str] | None, kind: Callable) -> tuple | None:
-    if values is None:
-        return None
-    try:
-        return tuple(kind(v) for v in values)
-    except ValueError:
-        raise UsageError(f"--{name}: cannot read {','.join(values)!r}") from None
-
-
 def _size(text: str) -> tuple[int, ...]:
     widths = tuple(int(w) for w in text.split("-"))
     if not widths or any(w <= 0 for w in widths):
@@ -657,8 +648,8 @@ def overrides_from_flags(flags_values: Any) -> dict[str, Any]:
     out = {"seeds": f.seeds, "first_seed": f.first_seed, "iterations": f.iterations,
            "rates_iterations": f.rates_iterations or f.iterations, "eval_every": f.eval_every,
            "average_over": f.average_over, "stable_for": f.stable_for, "min_remaining": f.min_remaining,
-           "levels": _parse_list("levels", f.levels, float), "stds": _parse_list("stds", f.stds, float),
-           "sizes": _parse_list("sizes", f.sizes, _size), "rates": _parse_list("rates", f.rates, float)}
+           "levels": cli.parse_list("levels", f.levels, float), "stds": cli.parse_list("stds", f.stds, float),
+           "sizes": cli.parse_list("sizes", f.sizes, _size), "rates": cli.parse_list("rates", f.rates, float)}
     if f.seeds is not None and f.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, not {f.seeds}")
     if f.first_seed < 0:
