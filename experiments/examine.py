@@ -36,6 +36,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import cli, xla_cpu
+from experiments.progress import LevelBars
 from lth_jax import analysis, data, experiment, store
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -123,29 +124,6 @@ def plan_rounds(settings: experiment.Settings, targets: Sequence[float]) -> tupl
     stop = 100 * (overall[last] + overall[last - 1]) / 2
     return settings.replace(min_remaining=stop), wanted
 
-
-class Bars(experiment.Progress):
-    """tqdm progress: one bar per round over its training steps."""
-
-    def __init__(self) -> None:
-        from tqdm import tqdm
-        self._tqdm, self._bar = tqdm, None
-
-    def level_start(self, level, index, total, steps):
-        self._bar = self._tqdm(total=steps, desc=f"round {index}/{total - 1} ({level.percent:.1f}%)",
-                               unit="it", leave=False)
-
-    def steps(self, n):
-        self._bar.update(n)
-
-    def level_end(self, level, metrics, skipped):
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
-        if not skipped:
-            acc = metrics["roles"]["ticket"]["final_accuracy"]
-            self._tqdm.write(f"{level.name}: {metrics['percent_overall']:.1f}% of weights remain; "
-                             f"final accuracy mean {acc['mean']:.4f} over {acc['n']} runs ({metrics['seconds']:.0f}s)")
 
 
 # ------------------------------------------------------------------ the analysis
@@ -284,7 +262,9 @@ def run(argv: Sequence[str]) -> dict[str, Any]:
         path = store.run_dir(FLAGS.runs_dir, settings.hashed(), prefix=settings.mode)
         if not FLAGS.analyse_only:
             mnist = data.mnist(FLAGS.mnist_dir)
-            path = experiment.run(settings, experiment.device_data(mnist), FLAGS.runs_dir, progress=Bars())
+            bars = LevelBars(len(experiment.plan(settings)))
+            path = experiment.run(settings, experiment.device_data(mnist), FLAGS.runs_dir, progress=bars)
+            bars.close()
     chain = _chain_from_store(path, settings, wanted)
     init = jax.device_get(experiment.initial_params(settings))
 

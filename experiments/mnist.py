@@ -112,36 +112,11 @@ def main(argv: list[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # jax's INFO lines (e.g. no TPU) are noise here
     settings = settings_from_flags()
 
-    from tqdm import tqdm
-
+    from experiments.progress import LevelBars
     from lth_jax import data, experiment
 
     mnist = data.mnist(FLAGS.mnist_dir)
     import jax
-
-    class Bars(experiment.Progress):
-        def __init__(self, total: int):
-            self.levels = tqdm(total=total, desc="levels", unit="level", disable=not FLAGS.progress, position=0)
-            self.bar = None
-
-        def level_start(self, level, index, total, steps):
-            self.levels.set_postfix_str(f"{level.name} ({level.percent:.3g}%)")
-            self.bar = tqdm(total=steps, desc=f"  {level.name}", unit="step", leave=False,
-                            disable=not FLAGS.progress, position=1)
-
-        def steps(self, n):
-            self.bar.update(n)
-
-        def level_end(self, level, metrics, skipped):
-            if self.bar is not None:
-                self.bar.close()
-                self.bar = None
-            self.levels.update(1)
-            if not skipped:
-                t = metrics["roles"]["ticket"]
-                self.levels.write(f"{level.name}: {metrics['percent_overall']:.2f}% of weights, "
-                                  f"tickets final accuracy {_fmt(t['final_accuracy']['mean'], '.4f')}, "
-                                  f"{metrics['seconds']:.1f} s")
 
     counts = experiment.weight_counts(settings)
     print("weights per layer: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
@@ -153,11 +128,11 @@ def main(argv: list[str]) -> None:
           f"each, on {jax.devices()[0].platform}")
     path = experiment.run_dir(settings, FLAGS.out_dir)
     print(f"results: {path}")
-    bars = Bars(len(levels))
+    bars = LevelBars(len(levels), FLAGS.progress)
     t0 = time.perf_counter()
     experiment.run(settings, experiment.device_data(mnist), FLAGS.out_dir, progress=bars,
                    chunk_steps=FLAGS.chunk_steps)
-    bars.levels.close()
+    bars.close()
     print(f"done in {time.perf_counter() - t0:.1f} s")
     print_table(experiment.table(path))
 
