@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from lth_jax import connectivity
-from lth_jax.models import layer_names
+from lth_jax import masks as masks_lib
 
 PyTree = Any
+Order = Sequence[masks_lib.LayerRef] | None
 
 
 def binomial_se(successes: int, n: int) -> float:
@@ -31,11 +32,13 @@ def binomial_se(successes: int, n: int) -> float:
 # ------------------------------------------------------------------ Figure 9
 
 
-def survivor_initial_values(init: PyTree, masks: PyTree) -> dict[str, np.ndarray]:
-    """Per layer, the initial values of the surviving weights (kernel entries),
-    pooled over any leading trial axes into one flat array."""
-    return {name: np.asarray(init[name]["kernel"])[np.asarray(masks[name]["kernel"], bool)]
-            for name in layer_names(masks)}
+def survivor_initial_values(init: PyTree, masks: PyTree, *, order: Order = None) -> dict[str, np.ndarray]:
+    """Per layer (keyed by name, in ``order``: see :mod:`lth_jax.masks`), the initial
+    values of the surviving weights (kernel entries of any rank), pooled over any
+    leading trial axes into one flat array."""
+    return {masks_lib.layer_name(path[:-1]): np.asarray(masks_lib.get(init, path))[
+                np.asarray(masks_lib.get(masks, path), bool)]
+            for path in masks_lib.kernel_paths(masks, order)}
 
 
 def histogram(values: np.ndarray, bins: int, range: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -89,26 +92,27 @@ def bimodality(values: np.ndarray, std: float, within: float = 1.0, bound: float
 # ----------------------------------------------------------------- Figure 10
 
 
-def sorted_incoming(masks: PyTree, disconnect: bool = True) -> dict[str, np.ndarray]:
+def sorted_incoming(masks: PyTree, disconnect: bool = True, *, order: Order = None) -> dict[str, np.ndarray]:
     """Figure 10: per layer, each unit's number of surviving incoming connections,
     pooled over leading trial axes and sorted in descending order.
 
     With ``disconnect`` (the paper's footnote 7), edges with no path to an output
-    are removed first.
+    are removed first. Masks of a chain of Dense layers (see :mod:`lth_jax.connectivity`).
     """
     if disconnect:
-        masks = connectivity.remove_disconnected(masks)
+        masks = connectivity.remove_disconnected(masks, order=order)
     return {name: np.sort(np.asarray(c).reshape(-1))[::-1]
-            for name, c in connectivity.incoming_counts(masks).items()}
+            for name, c in connectivity.incoming_counts(masks, order=order).items()}
 
 
-def disconnected_summary(masks: PyTree, disconnect: bool = True) -> dict[str, dict[str, float]]:
+def disconnected_summary(masks: PyTree, disconnect: bool = True, *,
+                         order: Order = None) -> dict[str, dict[str, float]]:
     """Per layer, how many units (pooled over trials) have no surviving incoming
     connection, after footnote 7's removal when ``disconnect``."""
     if disconnect:
-        masks = connectivity.remove_disconnected(masks)
+        masks = connectivity.remove_disconnected(masks, order=order)
     out = {}
-    for name, dead in connectivity.disconnected_units(masks).items():
+    for name, dead in connectivity.disconnected_units(masks, order=order).items():
         dead = np.asarray(dead)
         n, k = int(dead.size), int(dead.sum())
         out[name] = {"units": n, "disconnected": k, "fraction": k / n if n else float("nan"),

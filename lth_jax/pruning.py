@@ -1,23 +1,52 @@
-"""Pruning rules: pure functions ``(params, masks, ...) -> masks``.
+"""Pruning rules: pure functions ``(params, masks, ...) -> masks``, on any Flax params tree.
 
 Rates may be traced values, so trials of one vmapped program can be pruned to
 different sparsities under a single compile. Counts are exact: ties are broken
 by rank, never by a threshold that could keep too many.
+
+Rates are fractions of the remaining weights, in [0, 1]. A concrete rate (a
+Python or numpy number, or a jax array that is not being traced) outside that
+range raises ``ValueError``; a traced rate cannot be checked, so it is clipped
+to [0, 1] (1.5 prunes everything, -0.5 nothing). A NaN rate is rejected when
+concrete and undefined when traced.
+
+Layers and their order: see :mod:`lth_jax.masks` (paths, ``"/"``-joined names,
+``order=``, the natural default). Units are the last axis of a layer's kernel
+(a Dense layer's output features, a Conv layer's output channels); they feed
+the input axis (second to last) of the next layer's kernel in ``order``. That
+holds for Dense -> Dense and Conv -> Conv chains; a Dense layer after a
+flatten sees ``h * w * channels`` inputs, not ``channels``, and is rejected.
+Unit functions work on one network (no trial axis): vmap them over trials.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lth_jax import masks as masks_lib
-from lth_jax.models import layer_names
+from lth_jax.masks import LayerRef, Path
 
 PyTree = Any
 Heuristic = Literal["input", "output", "product"]
 HEURISTICS: tuple[str, ...] = ("input", "output", "product")
+Order = Sequence[LayerRef] | None
+
+
+def check_rate(rate: float | jax.Array, what: str = "pruning rate") -> float | jax.Array:
+    """``rate`` itself if it is concrete and in [0, 1] (every entry, for arrays), else
+    ``ValueError``; a traced ``rate`` comes back clipped to [0, 1]."""
+    if isinstance(rate, jax.core.Tracer):
+        return jnp.clip(rate, 0.0, 1.0)
+    r = np.asarray(rate, np.float64)
+    if not np.all((r >= 0.0) & (r <= 1.0)):
+        bad = r[~((r >= 0.0) & (r <= 1.0))].reshape(-1)
+        raise ValueError(f"{what} must be a fraction in [0, 1], got {bad[0]:g}")
+    return rate
 
 
 def keep_top_k(scores: jax.Array, alive: jax.Array, k: jax.Array) -> jax.Array:
@@ -32,30 +61,54 @@ def survivors_after(remaining: jax.Array, rate: jax.Array) -> jax.Array:
     """How many of ``remaining`` survive pruning a fraction ``rate`` of them.
 
     Rounded to the nearest integer, so 20% of 235,200 removes exactly 47,040.
+    ``rate`` must lie in [0, 1] (see the module docstring for traced rates).
     """
+    rate = check_rate(rate)
     remaining = jnp.asarray(remaining, jnp.float32)
     return (remaining - jnp.round(remaining * rate)).astype(jnp.int32)
 
 
-def layer_rates(params: PyTree, rate: float | jax.Array, output_rate: float | jax.Array | None = None) -> PyTree:
-    """Per-leaf pruning rates: ``rate`` for hidden kernels, ``output_rate`` for the
-    output kernel (the paper prunes it at half the hidden rate), 0 for biases.
+def output_layer(params: PyTree, *, output: LayerRef | None = None, order: Order = None) -> Path:
+    """The output layer's path: ``output`` if given (checked to be a layer), else the
+    last layer in ``order`` (default order: see :mod:`lth_jax.masks`)."""
+    paths = masks_lib.layer_paths(params, order)
+    if output is None:
+        return paths[-1]
+    if masks_lib.as_path(output) not in paths:
+        raise ValueError(f"output {masks_lib.layer_name(output)!r} is not a layer; layers: "
+                         f"{[masks_lib.layer_name(p) for p in paths]}")
+    return masks_lib.as_path(output)
+
+
+def layer_rates(params: PyTree, rate: float | jax.Array, output_rate: float | jax.Array | None = None, *,
+                output: LayerRef | None = None, order: Order = None) -> PyTree:
+    """Per-leaf pruning rates mirroring ``params``: ``rate`` for every kernel (any rank),
+    ``output_rate`` (default ``rate``) for the output layer's kernel (the paper prunes
+    it at half the hidden rate), 0 for biases and every other leaf.
+
+    The output layer is ``output``, else the last in ``order``, else the last in
+    the default order (see :func:`output_layer`).
     """
     if output_rate is None:
         output_rate = rate
-    names = layer_names(params)
-    rates = {}
-    for name in names:
-        r = output_rate if name == names[-1] else rate
-        rates[name] = {leaf: (jnp.asarray(r, jnp.float32) if leaf == "kernel" else jnp.float32(0.0))
-                       for leaf in params[name]}
-    return rates
+    check_rate(rate)
+    check_rate(output_rate, "output pruning rate")
+    out = output_layer(params, output=output, order=order)
+
+    def leaf_rate(path, _):
+        path = masks_lib.keys(path)
+        if not masks_lib.is_kernel(path):
+            return jnp.float32(0.0)
+        return jnp.asarray(output_rate if path[:-1] == out else rate, jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf_rate, params)
 
 
 def magnitude(params: PyTree, masks: PyTree, rates: PyTree) -> PyTree:
     """Remove the lowest-|w| fraction ``rates`` of each leaf's *remaining* weights.
 
     ``rates`` mirrors ``params`` with a scalar per leaf (see :func:`layer_rates`).
+    Leaves of any shape: a conv kernel is ranked over all its entries.
     """
     def prune_leaf(p, m, r):
         k = survivors_after(jnp.sum(m), r)
@@ -64,60 +117,102 @@ def magnitude(params: PyTree, masks: PyTree, rates: PyTree) -> PyTree:
     return jax.tree.map(prune_leaf, params, masks, rates)
 
 
-def unit_scores(params: PyTree, masks: PyTree, heuristic: Heuristic, layer: int = 0) -> jax.Array:
-    """Score each unit of hidden layer ``layer``; the lowest is pruned first.
+# ------------------------------------------------------------------ units
+
+
+def _unit_layers(tree: PyTree, layer: int | LayerRef, order: Order) -> tuple[Path, Path | None]:
+    """The layer whose units are meant, and the next layer in order (None after the last)."""
+    paths = masks_lib.layer_paths(tree, order)
+    if isinstance(layer, int):
+        i = range(len(paths))[layer]
+    elif masks_lib.as_path(layer) in paths:
+        i = paths.index(masks_lib.as_path(layer))
+    else:
+        raise ValueError(f"{masks_lib.layer_name(layer)!r} is not a layer; layers: "
+                         f"{[masks_lib.layer_name(p) for p in paths]}")
+    here, nxt = paths[i], paths[i + 1] if i + 1 < len(paths) else None
+    if nxt is not None:
+        units_here = jnp.shape(masks_lib.get(tree, (*here, "kernel")))[-1]
+        fed = jnp.shape(masks_lib.get(tree, (*nxt, "kernel")))
+        if len(fed) < 2 or fed[-2] != units_here:
+            raise ValueError(f"the {units_here} units of {masks_lib.layer_name(here)!r} do not feed the input axis "
+                             f"of {masks_lib.layer_name(nxt)!r} (kernel {tuple(fed)}); unit pruning needs "
+                             "Dense -> Dense or Conv -> Conv")
+    return here, nxt
+
+
+def _axes_but(ndim: int, keep: int) -> tuple[int, ...]:
+    return tuple(a for a in range(ndim) if a != keep % ndim)
+
+
+def unit_scores(params: PyTree, masks: PyTree, heuristic: Heuristic, layer: int | LayerRef = 0, *,
+                order: Order = None) -> jax.Array:
+    """Score each unit of layer ``layer`` (an index into the order, or a path/name);
+    the lowest is pruned first.
 
     - ``input``: mean |incoming weight| (paper: "smallest average input weight magnitudes")
     - ``output``: |outgoing weight| (summed over outputs when there are several)
     - ``product``: |outgoing| * sum |incoming|
+
+    Incoming weights are the layer's kernel entries over all its axes but the
+    last; outgoing ones the next layer's over all axes but its input axis.
     """
-    names = layer_names(params)
+    here, nxt = _unit_layers(params, layer, order)
     live = masks_lib.apply(params, masks)
-    w_in = jnp.abs(live[names[layer]]["kernel"])       # (fan_in, units)
-    w_out = jnp.abs(live[names[layer + 1]]["kernel"])  # (units, fan_out)
+    w_in = jnp.abs(masks_lib.get(live, (*here, "kernel")))   # (..., fan_in, units)
     if heuristic == "input":
-        return jnp.mean(w_in, axis=0)
+        return jnp.mean(w_in, axis=_axes_but(w_in.ndim, -1))
+    if heuristic not in HEURISTICS:
+        raise ValueError(f"unknown unit-pruning heuristic {heuristic!r}; choose from {HEURISTICS}")
+    if nxt is None:
+        raise ValueError(f"the units of {masks_lib.layer_name(here)!r} feed no layer: no {heuristic!r} score")
+    w_out = jnp.abs(masks_lib.get(live, (*nxt, "kernel")))   # (..., units, fan_out)
+    outgoing = jnp.sum(w_out, axis=_axes_but(w_out.ndim, -2))
     if heuristic == "output":
-        return jnp.sum(w_out, axis=1)
-    if heuristic == "product":
-        return jnp.sum(w_out, axis=1) * jnp.sum(w_in, axis=0)
-    raise ValueError(f"unknown unit-pruning heuristic {heuristic!r}; choose from {HEURISTICS}")
+        return outgoing
+    return outgoing * jnp.sum(w_in, axis=_axes_but(w_in.ndim, -1))
 
 
-def alive_units(masks: PyTree, layer: int = 0) -> jax.Array:
-    """Boolean vector: which units of hidden layer ``layer`` still exist."""
-    names = layer_names(masks)
-    return jnp.any(masks[names[layer]]["kernel"], axis=0) | masks[names[layer]]["bias"]
+def alive_units(masks: PyTree, layer: int | LayerRef = 0, *, order: Order = None) -> jax.Array:
+    """Boolean vector: which units of layer ``layer`` still exist (a live incoming
+    weight or a live bias)."""
+    here, _ = _unit_layers(masks, layer, order)
+    node = masks_lib.get(masks, here)
+    alive = jnp.any(node["kernel"], axis=_axes_but(jnp.ndim(node["kernel"]), -1))
+    return alive | node["bias"] if "bias" in node else alive
 
 
-def unit_masks(masks: PyTree, keep: jax.Array, layer: int = 0) -> PyTree:
+def unit_masks(masks: PyTree, keep: jax.Array, layer: int | LayerRef = 0, *, order: Order = None) -> PyTree:
     """Remove the units where ``keep`` is False *entirely*: incoming weights, bias
     and outgoing weights (a unit with only its kernel masked would still emit
     relu(bias)).
     """
-    names = layer_names(masks)
-    here, nxt = names[layer], names[layer + 1]
-    out = jax.tree.map(lambda m: m, masks)
-    out[here] = {**masks[here], "kernel": masks[here]["kernel"] & keep[None, :], "bias": masks[here]["bias"] & keep}
-    out[nxt] = {**masks[nxt], "kernel": masks[nxt]["kernel"] & keep[:, None]}
-    return out
+    here, nxt = _unit_layers(masks, layer, order)
+    new = {(*here, "kernel"): lambda m: m & keep}
+    if "bias" in masks_lib.get(masks, here):
+        new[(*here, "bias")] = lambda m: m & keep
+    if nxt is not None:
+        new[(*nxt, "kernel")] = lambda m: m & keep[:, None]
+    return masks_lib.replace(masks, new)
 
 
 def units(params: PyTree, masks: PyTree, num_prune: int | jax.Array, heuristic: Heuristic,
-          layer: int = 0) -> PyTree:
-    """Prune the ``num_prune`` lowest-scoring alive units of hidden layer ``layer``."""
-    alive = alive_units(masks, layer)
+          layer: int | LayerRef = 0, *, order: Order = None) -> PyTree:
+    """Prune the ``num_prune`` lowest-scoring alive units of layer ``layer``."""
+    alive = alive_units(masks, layer, order=order)
     k = jnp.sum(alive, dtype=jnp.int32) - jnp.asarray(num_prune, jnp.int32)
-    keep = keep_top_k(unit_scores(params, masks, heuristic, layer), alive, k)
-    return unit_masks(masks, keep, layer)
+    keep = keep_top_k(unit_scores(params, masks, heuristic, layer, order=order), alive, k)
+    return unit_masks(masks, keep, layer, order=order)
 
 
-def first_units(masks: PyTree, num_units: int | jax.Array, layer: int = 0) -> PyTree:
+def first_units(masks: PyTree, num_units: int | jax.Array, layer: int | LayerRef = 0, *,
+                order: Order = None) -> PyTree:
     """Keep only the first ``num_units`` units: a narrower network inside a wide one.
 
     A 10-unit network with all but 2 units removed computes exactly what a 2-unit
     network would, and its surviving initial values are an independent draw
     from the same distribution, so every width trains under one compile.
     """
-    width = masks[layer_names(masks)[layer]]["bias"].shape[-1]
-    return unit_masks(masks, jnp.arange(width) < num_units, layer)
+    here, _ = _unit_layers(masks, layer, order)
+    width = jnp.shape(masks_lib.get(masks, (*here, "kernel")))[-1]
+    return unit_masks(masks, jnp.arange(width) < num_units, layer, order=order)

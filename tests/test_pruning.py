@@ -103,6 +103,23 @@ def test_rates_are_traced_one_compile_gives_each_vmapped_trial_its_own_exact_spa
     assert len(traces) == 1, "different rates must not recompile"
 
 
+@pytest.mark.parametrize("rate", [1.5, -0.5, float("nan"), np.array([0.2, 1.01])])
+def test_a_rate_outside_0_1_is_rejected_not_turned_into_negative_or_extra_survivors(rate, params_like):
+    """Pruning 150% of 10 weights would "keep" -5; pruning -50% would keep 15 of 10."""
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pruning.survivors_after(10, rate)
+    params = params_like([4, 3, 2])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        pruning.layer_rates(params, rate)
+    with pytest.raises(ValueError, match="output pruning rate"):
+        pruning.layer_rates(params, 0.2, rate)
+
+
+def test_a_traced_rate_cannot_raise_so_it_is_clipped_to_0_1():
+    survivors = jax.jit(pruning.survivors_after)
+    assert [int(survivors(10, r)) for r in (1.5, 1.0, 0.25, 0.0, -0.5)] == [0, 0, 8, 10, 10]
+
+
 # ------------------------------------------------------------------ unit pruning (XOR, section 2.1)
 
 # Four hidden units A, B, C, D chosen so that the three heuristics disagree:
