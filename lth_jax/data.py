@@ -7,7 +7,10 @@ Where the files come from:
   ``LTH_MNIST_DIR`` environment variable. Works offline; nothing is written.
 - otherwise, on a networked machine, tensorflow-datasets' download manager
   fetches them into its download cache, verifying the published size and
-  SHA-256 of each (a second call reuses the cache).
+  SHA-256 of each (a second call reuses the cache). Before it is asked to
+  download, one TCP connection to the server (or proxy) is tried with a short
+  timeout: offline, the loader fails in seconds with one line naming
+  ``LTH_MNIST_DIR`` instead of waiting out tfds' retries with back-off.
 
 tfds' stock ``mnist`` builder needs TensorFlow to build its records; we need
 neither: after the size and SHA-256 check (the same sums tfds registers for
@@ -20,6 +23,11 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
+import socket
+import threading
+import urllib.parse
+import urllib.request
+import zlib
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +40,12 @@ MNIST_DIR_ENV = "LTH_MNIST_DIR"
 
 MNIST_URL = "https://storage.googleapis.com/cvdf-datasets/mnist/"
 """Where tfds downloads MNIST from (its ``url_checksums/mnist.txt``)."""
+
+PROBE_TIMEOUT = 5.0
+"""Seconds the connectivity probe waits for the download server (or proxy) before giving up."""
+
+_OFFLINE = (f"on an offline machine set {MNIST_DIR_ENV} (drivers: --mnist_dir) to a folder with the four "
+            "original MNIST .gz files")
 
 
 class FileSpec(NamedTuple):
@@ -102,8 +116,8 @@ def mnist(data_dir: str | os.PathLike | None = None, download: bool = True, *,
         # tfds trusts its cache once a file is there: a file damaged since is caught below.
         fix = "delete it so that tensorflow-datasets downloads it again"
     else:
-        raise DataError(f"no MNIST folder given: pass data_dir or set {MNIST_DIR_ENV} to a folder with "
-                        f"{', '.join(FILES)}, or allow downloading (download=True)")
+        raise DataError(f"no MNIST folder given: pass data_dir (drivers: --mnist_dir) or set {MNIST_DIR_ENV} to a "
+                        f"folder with {', '.join(FILES)}, or allow downloading (download=True)")
     for name, path in paths.items():  # all four before parsing any: a bad file fails fast
         if verify:
             verify_file(path, FILES[name], fix)
@@ -117,10 +131,14 @@ def verify_file(path: Path, spec: FileSpec, fix: str = _FIX) -> None:
     """Raise :class:`DataError` (ending in ``fix``) unless ``path`` has the published size and SHA-256."""
     if not path.is_file():
         raise DataError(f"{path}: file not found; {fix}")
-    size = path.stat().st_size
-    if size != spec.size:
-        raise DataError(f"{path}: {size} bytes, expected {spec.size} (truncated or not the original file); {fix}")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        size = path.stat().st_size
+        if size != spec.size:
+            raise DataError(f"{path}: {size} bytes, expected {spec.size} (truncated or not the original file); "
+                            f"{fix}")
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e}); {fix}") from e
     if digest != spec.sha256:
         raise DataError(f"{path}: SHA-256 mismatch (file altered or corrupted); {fix}")
 
@@ -133,9 +151,14 @@ def parse_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
     """
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise DataError(f"{path}: not a readable gzip file ({e}); {_FIX}") from e
+        packed = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e}); {_FIX}") from e
+    try:
+        raw = gzip.decompress(packed)
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; zlib.error: damaged deflate data
+        kind = "zlib.error" if isinstance(e, zlib.error) else type(e).__name__
+        raise DataError(f"{path}: not a readable gzip file ({kind}: {e}); {_FIX}") from e
     if len(raw) < 4:
         raise DataError(f"{path}: too short for an IDX header; {_FIX}")
     found = int.from_bytes(raw[:4], "big")
@@ -186,6 +209,10 @@ def download_files(cache_dir: str | os.PathLike | None = None, base_url: str = M
         cache_dir = Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets")) / "downloads"
     base_url = base_url if base_url.endswith("/") else base_url + "/"
     urls = {name: base_url + name for name in FILES}
+    if not all(_cached(Path(cache_dir), urls[name], spec.sha256) for name, spec in FILES.items()):
+        unreachable = probe(base_url)
+        if unreachable:
+            raise DataError(f"cannot download MNIST from {base_url}: {unreachable}; {_OFFLINE}")
     url_infos = {urls[name]: tfds.download.checksums.UrlInfo(size=tfds.core.units.Size(spec.size),
                                                             checksum=spec.sha256, filename=name)
                  for name, spec in FILES.items()}
@@ -195,6 +222,48 @@ def download_files(cache_dir: str | os.PathLike | None = None, base_url: str = M
         got = manager.download(urls)
     except Exception as e:  # network, HTTP or checksum failure: one clear error, whatever tfds raised
         raise DataError(f"downloading MNIST from {base_url} into {cache_dir} failed: {type(e).__name__}: "
-                        f"{str(e).splitlines()[0] if str(e) else ''}; on an offline machine set {MNIST_DIR_ENV} "
-                        "to a folder with the four original MNIST .gz files") from e
+                        f"{str(e).splitlines()[0] if str(e) else ''}; {_OFFLINE}") from e
     return {name: Path(os.fspath(got[name])) for name in FILES}
+
+
+def probe(url: str, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None if a TCP connection to ``url``'s server (or the proxy the environment names for it)
+    opens within ``timeout`` seconds, else why not, in a few words.
+
+    Name resolution has no timeout of its own, so the attempt runs in a daemon thread
+    that is abandoned when the time is up. Only http(s) URLs are probed.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    via = ""
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+        if p.hostname:
+            host, port, via = p.hostname, p.port or 80, " (the proxy)"
+    outcome: list[str | None] = []
+
+    def attempt() -> None:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                outcome.append(None)
+        except OSError as e:
+            outcome.append(f"{host}:{port}{via} is unreachable ({e.strerror or type(e).__name__})")
+
+    thread = threading.Thread(target=attempt, name="mnist-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else f"{host}:{port}{via} gave no answer within {timeout:g} s"
+
+
+def _cached(cache_dir: Path, url: str, sha256: str) -> bool:
+    """Whether tfds' download cache already holds ``url`` (its file and its ``.INFO``), so no network is needed."""
+    try:
+        from tensorflow_datasets.core.download import resource
+
+        cached = cache_dir / resource.get_dl_fname(url, sha256)
+        return cached.is_file() and Path(os.fspath(resource.get_info_path(cached))).is_file()
+    except Exception:  # a tfds without these helpers: assume not cached, so the probe runs
+        return False

@@ -538,7 +538,7 @@ def stored_init(lottery: Lottery, path: str | Path, progress: Progress | None = 
 
 
 def _report_problem(path: str | Path, name: str, progress: Progress | None) -> None:
-    problem = store.problem(path, name) if hasattr(store, "problem") else None
+    problem = store.problem(path, name)
     if problem and progress is not None:
         progress.note(f"recomputing {name}: {problem}")
 
@@ -634,24 +634,26 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     if memory_budget_mb is not None and memory_budget_mb <= 0:
         raise ValueError(f"memory_budget_mb must be positive, not {memory_budget_mb}")
     budget = (memory_budget_mb or default_budget_mb()) * 2**20
-    paths = [store.open_run(root, lt.hashed(), prefix=lt.procedure.mode, extra=lt.unhashed()) for lt in lotteries]
-    with _locks(paths, progress):
+    dirs = [run_dir(lt, root) for lt in lotteries]
+    # The lock comes before open_run, so a second run waiting for it cannot rewrite the
+    # running one's settings file; a second run of *other* settings has its own directory.
+    with _locks(dirs, progress):
+        paths = [store.open_run(root, lt.hashed(), prefix=lt.procedure.mode, extra=lt.unhashed()) for lt in lotteries]
         _run_locked(lotteries, paths, data, progress, budget, after_level)
     return paths
 
 
 class _locks:
-    """Hold every run directory's lock (when the store offers locks) for the whole run."""
+    """Hold every run directory's lock for the whole run (in a fixed order: no deadlock)."""
 
     def __init__(self, paths: Sequence[Path], progress: Progress) -> None:
         self.paths, self.progress, self.held = sorted(set(paths)), progress, []
 
     def __enter__(self) -> _locks:
-        if hasattr(store, "locked"):
-            for p in self.paths:
-                cm = store.locked(p, wait=True, on_wait=self.progress.note)
-                cm.__enter__()
-                self.held.append(cm)
+        for p in self.paths:
+            cm = store.locked(p, wait=True, on_wait=self.progress.note)
+            cm.__enter__()
+            self.held.append(cm)
         return self
 
     def __exit__(self, *exc: Any) -> None:

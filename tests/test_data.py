@@ -11,7 +11,11 @@ import gzip
 import http.server
 import os
 import shutil
+import socket
+import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +238,60 @@ def test_a_download_with_the_wrong_checksum_is_refused(tmp_path, mirror):
             as err:
         data.mnist(cache_dir=tmp_path / "cache", base_url=url)
     assert data.MNIST_DIR_ENV in str(err.value)
+
+
+@pytest.mark.parametrize("damage, says", [("deflate data", "not a readable gzip file (zlib.error: "),
+                                          ("cut short", "not a readable gzip file (EOFError: "),
+                                          ("a folder", "cannot read (Is a directory)")])
+def test_an_unreadable_file_is_a_data_error_even_without_verification(tmp_path, damage, says):
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    packed = gzip.compress((0x0801).to_bytes(4, "big") + (4096).to_bytes(4, "big") + bytes(range(256)) * 16)
+    if damage == "deflate data":  # zlib.error inside gzip
+        path.write_bytes(packed[:10] + b"\xff" * 20 + packed[30:])  # a reserved deflate block type
+    elif damage == "cut short":  # EOFError inside gzip
+        path.write_bytes(packed[:-20])
+    else:
+        path.mkdir()
+    with pytest.raises(data.DataError) as err:
+        data.parse_idx(path, 0x0801)
+    assert str(err.value).startswith(f"{path}: {says}") and "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------- offline
+
+
+OFFLINE_FIX = f"set {data.MNIST_DIR_ENV} (drivers: --mnist_dir) to a folder with the four original MNIST .gz files"
+
+
+def test_an_unresolvable_server_fails_in_seconds_with_one_line_naming_the_local_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv(data.MNIST_DIR_ENV, raising=False)
+    t0 = time.monotonic()
+    with pytest.raises(data.DataError) as err:  # .invalid never resolves (RFC 6761), networked or not
+        data.mnist(cache_dir=tmp_path / "cache", base_url="https://mnist.invalid/")
+    assert time.monotonic() - t0 < 10
+    assert str(err.value).startswith("cannot download MNIST from https://mnist.invalid/: mnist.invalid:443 is "
+                                     "unreachable") and str(err.value).endswith(OFFLINE_FIX)
+    assert not (tmp_path / "cache").exists()  # tfds was never started
+
+
+def test_a_server_that_does_not_answer_is_given_up_after_the_probe_timeout(monkeypatch):
+    monkeypatch.setattr(socket, "create_connection", lambda *a, **k: time.sleep(30))
+    monkeypatch.delenv("https_proxy", raising=False)
+    monkeypatch.delenv("HTTPS_PROXY", raising=False)
+    t0 = time.monotonic()
+    assert data.probe("https://example.org/mnist/", timeout=0.2) == "example.org:443 gave no answer within 0.2 s"
+    assert time.monotonic() - t0 < 2
+
+
+def test_without_a_folder_on_this_offline_machine_the_loader_stops_in_seconds(tmp_path):
+    if data.probe(data.MNIST_URL) is None:
+        pytest.skip(f"{data.MNIST_URL} is reachable from here: the offline case is specified with .invalid above")
+    env = {k: v for k, v in os.environ.items() if k not in (data.MNIST_DIR_ENV, "TFDS_DATA_DIR")}
+    env["HOME"] = str(tmp_path)  # no download cache of tfds to fall back on
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", "from lth_jax import data; data.mnist()"], env=env, timeout=120,
+                          capture_output=True, text=True, cwd=Path(__file__).parent.parent)
+    assert time.monotonic() - t0 < 30  # (importing JAX takes most of it)
+    last = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1 and last.startswith("lth_jax.data.DataError: cannot download MNIST")
+    assert last.endswith(OFFLINE_FIX) and "Retrying" not in done.stderr

@@ -35,8 +35,11 @@ def test_levels_are_listed_in_their_recorded_order_and_only_when_complete(tmp_pa
     store.write_npz(tmp_path / "p1.npz", {"x": np.zeros(1)})  # arrays written, metrics not yet: unfinished
     assert store.levels(tmp_path) == ["p100", "p25", "p5"]
     assert not store.done(tmp_path, "p1")
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(store.CorruptRecord, match=r"p1.json: missing beside p1.npz \(half stored"):
         store.load_level(tmp_path, "p1")
+    with pytest.raises(store.NotStored):  # a level never started: also a FileNotFoundError
+        store.load_level(tmp_path, "p2")
+    assert store.problem(tmp_path, "p2") is None and store.problem(tmp_path, "p5") is None
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_partial_or_temporary_file(tmp_path):
@@ -47,7 +50,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_partial_or_temporary_file(tmp
         f.write(b'{"new": ')
         raise OSError("disk full")
 
-    with pytest.raises(OSError):
+    with pytest.raises(store.StoreError, match=f"^cannot write {target}: disk full$"):
         store.atomic_write(target, dies_half_way)
     assert json.loads(target.read_text()) == {"old": 1}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r00.json"]
@@ -69,7 +72,7 @@ def test_object_arrays_are_refused_and_pickles_are_not_read(tmp_path):
     with pytest.raises(TypeError):
         store.write_npz(tmp_path / "bad.npz", {"x": np.array([{"a": 1}], dtype=object)})
     np.savez(tmp_path / "pickled.npz", x=np.array([{"a": 1}], dtype=object))  # written by someone else
-    with pytest.raises(ValueError):
+    with pytest.raises(store.CorruptRecord, match="pickled.npz: holds pickled"):
         store.read_npz(tmp_path / "pickled.npz")
 
 
@@ -79,3 +82,45 @@ def test_open_run_records_settings_and_find_runs_selects_by_them(tmp_path):
     assert store.load_settings(a)["extra"]["levels"] == [100, 50]
     assert store.find_runs(tmp_path, mode="oneshot") == [a]
     assert len(store.find_runs(tmp_path, std=0.1)) == 2
+
+
+def test_the_level_json_vouches_for_both_files_with_sha256_digests(tmp_path):
+    arrays = {"masks/Dense_0/kernel": np.ones((2, 3), bool), "curves/loss": np.arange(4.0)}
+    store.save_level(tmp_path, "p50", arrays, {"order": 1, "accuracy": 0.5})
+    stored = json.loads((tmp_path / "p50.json").read_text())
+    assert stored["checksum"] == {"arrays": store.arrays_digest(arrays),
+                                  "metrics": store.metrics_digest({"order": 1, "accuracy": 0.5, "level": "p50"})}
+    # Readers see the metrics without the checksum: a record loaded, changed and saved again is verified again.
+    rec = store.load_level(tmp_path, "p50")
+    assert "checksum" not in rec.metrics
+    store.save_level(tmp_path, "p50", rec.arrays, {**rec.metrics, "accuracy": 0.75})
+    assert store.done(tmp_path, "p50") and store.load_level(tmp_path, "p50").metrics["accuracy"] == 0.75
+
+
+def test_a_record_without_a_checksum_was_written_by_an_older_version_and_is_not_trusted(tmp_path):
+    store.write_npz(tmp_path / "p50.npz", {"x": np.zeros(2)})
+    store.write_json(tmp_path / "p50.json", {"order": 1, "level": "p50"})  # how records were stored before
+    assert not store.done(tmp_path, "p50") and store.levels(tmp_path) == []
+    assert store.problem(tmp_path, "p50") == f"{tmp_path / 'p50.json'}: no checksum (written by an older version " \
+                                             "of lth_jax; cannot be verified)"
+
+
+def test_a_record_copied_under_another_name_is_refused(tmp_path):
+    store.save_level(tmp_path, "p50", {"x": np.zeros(2)}, {"order": 1})
+    for suffix in (".json", ".npz"):
+        (tmp_path / f"p40{suffix}").write_bytes((tmp_path / f"p50{suffix}").read_bytes())
+    assert store.problem(tmp_path, "p40") == f"{tmp_path / 'p40.json'}: holds level 'p50', not 'p40'"
+
+
+def test_a_damaged_settings_file_is_named_by_find_runs_instead_of_dropping_the_run(tmp_path):
+    good = store.open_run(tmp_path, {"mode": "oneshot"}, "oneshot")
+    bad = store.open_run(tmp_path, {"mode": "iterative"}, "iterative")
+    (bad / "settings.json").write_bytes(b'{"hash": "abc", "sett')
+    assert store.load_settings(good)["settings"] == {"mode": "oneshot"}
+    with pytest.raises(store.CorruptRecord, match=f"^{bad / 'settings.json'}: cut short"):
+        store.find_runs(tmp_path, mode="oneshot")
+    (bad / "settings.json").write_text("[1, 2]")
+    with pytest.raises(store.CorruptRecord, match="not a run's settings"):
+        store.load_settings(bad)
+    with pytest.raises(store.NotStored, match="is not a stored run"):
+        store.load_settings(tmp_path)
