@@ -120,6 +120,57 @@ def disconnected_summary(masks: PyTree, disconnect: bool = True, *,
     return out
 
 
+def section5(init: PyTree, chain: dict[float, PyTree], fig9: Sequence[float], fig10: Sequence[float], std: float,
+             bins: int = 40, *, order: Order = None) -> dict[str, Any]:
+    """Figures 9 and 10 from the initial weights and the masks of an iterative chain.
+
+    ``init`` and every mask tree carry a leading run axis; ``chain`` maps each level's
+    fraction remaining (the paper's name for it: the hidden layers' nominal 0.8 ** round)
+    to its masks; each target is shown at the nearest level. Returns the JSON summary
+    (bimodality of the survivors' initial values, disconnected units after footnote 7's
+    removal, each with its sample size) plus the plotted arrays under ``"_plot"``.
+    """
+    levels = sorted(chain, reverse=True)
+    pick = {t: levels[nearest_level(levels, t)] for t in (*fig9, *fig10)}
+    rng = (-2.0 * std, 2.0 * std)
+    out: dict[str, Any] = {"figure9": [], "figure10": [], "_plot": {"figure9": [], "figure10": []}}
+    runs = int(np.shape(jax_leaves(init)[0])[0])
+    for t in fig9:
+        d = pick[t]
+        values = survivor_initial_values(init, chain[d], order=order)
+        layers = {name: bimodality(v, std) for name, v in values.items()}
+        out["figure9"].append({"target": t, "remaining": d, "remaining_overall": _overall(chain[d]),
+                               "runs": runs, "layers": layers})
+        out["_plot"]["figure9"].append((t, d, {name: histogram(v, bins, rng) for name, v in values.items()}))
+    for t in fig10:
+        d = pick[t]
+        layers = disconnected_summary(chain[d], order=order)
+        raw = disconnected_summary(chain[d], disconnect=False, order=order)
+        counts = sorted_incoming(chain[d], order=order)
+        for name, c in counts.items():
+            # how many had lost every input to pruning itself, before footnote 7's removal
+            layers[name].update({"disconnected_before_removal": raw[name]["disconnected"],
+                                 "max_incoming": int(c[0]), "median_incoming": float(np.median(c)),
+                                 "mean_incoming": float(np.mean(c))})
+        out["figure10"].append({"target": t, "remaining": d, "remaining_overall": _overall(chain[d]),
+                                "runs": runs, "layers": layers})
+        out["_plot"]["figure10"].append((t, d, counts))
+    return out
+
+
+def jax_leaves(tree: PyTree) -> list[Any]:
+    """The leaves of a nested dict of arrays, in key order (no jax needed)."""
+    if isinstance(tree, dict):
+        return [leaf for k in sorted(tree) for leaf in jax_leaves(tree[k])]
+    return [tree]
+
+
+def _overall(masks: PyTree) -> float:
+    """Fraction of all weights (output layer included) remaining, pooled over runs."""
+    kernels = [np.asarray(masks_lib.get(masks, p)) for p in masks_lib.kernel_paths(masks)]
+    return sum(int(k.sum()) for k in kernels) / sum(k.size for k in kernels)
+
+
 def nearest_level(densities: Sequence[float], target: float) -> int:
     """Index of the level whose fraction remaining is closest to ``target``
     (the paper names iterative levels by rounded percentages: 51.2%, 16.8%...)."""

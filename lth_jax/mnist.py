@@ -156,6 +156,40 @@ def initial_params(settings: Settings, seeds: tuple[int, ...] | None = None) -> 
     return runner.initial_params(settings.lottery(), seeds)
 
 
+def rounds_for(settings: Settings, targets: list[float]) -> tuple[Settings, list[int]]:
+    """The iterative rounds nearest each target fraction remaining (by the hidden layers'
+    nominal 0.8 ** round), and settings whose ``min_remaining`` stops the chain right after
+    the last of them (section 5 needs nothing smaller)."""
+    from lth_jax.analysis import nearest_level
+
+    smallest = min(targets)
+    full = plan(settings.replace(min_remaining=min(100 * smallest * (1 - settings.rate), 99.0)))
+    wanted = sorted({nearest_level([lv.value / 100 for lv in full], t) for t in targets})
+    last = max(wanted[-1], 1)
+    total = sum(full[0].counts.values())
+    overall = [sum(lv.counts.values()) / total for lv in full]
+    # the plan stops after the first level under min_remaining: put it between rounds last-1 and last
+    return settings.replace(min_remaining=100 * (overall[last] + overall[last - 1]) / 2), wanted
+
+
+def trainings_to(percent: float, settings: Settings) -> dict[str, float]:
+    """How many trainings iterative pruning at ``settings.rate`` needs to extract a ticket of
+    about ``percent`` of all weights (section 4.1: 20% -> 14 for "about 5%"; section 6.3:
+    10% -> 28).
+
+    The ticket is the first level whose exact survivor count (each round removes
+    round(rate * remaining) per hidden layer, the output layer at its reduced rate) is under
+    ``percent``; each round before it is one training, so the count is its round number.
+    Returns the count and the ticket's percent remaining (overall and of the hidden layers).
+    """
+    levels = plan(settings.replace(mode="iterative", min_remaining=percent))
+    last, first = levels[-1], levels[0]
+    hidden = list(first.counts)[:-1]
+    return {"rate": settings.rate, "trainings": len(levels) - 1,
+            "percent_overall": 100.0 * sum(last.counts.values()) / sum(first.counts.values()),
+            "percent_hidden": 100.0 * sum(last.counts[n] for n in hidden) / sum(first.counts[n] for n in hidden)}
+
+
 # ---------------------------------------------------------------- reading results back
 
 

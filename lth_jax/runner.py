@@ -616,10 +616,11 @@ def run(lottery: Lottery, data: Any, root: str | Path, **kw: Any) -> Path:
 def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, progress: Progress | None = None,
                memory_budget_mb: int | None = None,
                after_level: Callable[[Level, dict[str, Any]], None] | None = None) -> list[Path]:
-    """Run (or resume) lotteries that share :func:`signature`, level by level, their trials
-    trained together; each is stored exactly as if run alone (same directory, records, arrays
-    and metrics, plus a ``group`` entry saying what trained with it when there were several).
-    Returns the run directories, in the order given.
+    """Run (or resume) several lotteries, level by level: those that share :func:`signature`
+    train together (one program per level), the others group by group. Each is stored exactly
+    as if run alone (same directory, records, arrays and metrics, plus a ``group`` entry saying
+    what trained with it when there were several). Returns the run directories, in the order
+    given.
 
     ``data`` is what the trainer takes (e.g. :func:`lth_jax.mnist.device_data`'s pair). Levels
     already stored are skipped; each new level is stored before the next starts.
@@ -627,9 +628,6 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     """
     if not lotteries:
         return []
-    sigs = {signature(lt) for lt in lotteries}
-    if len(sigs) != 1:
-        raise ValueError(f"run_groups needs lotteries with one forward pass and trainer, got {len(sigs)} kinds")
     progress = progress or Progress()
     if memory_budget_mb is not None and memory_budget_mb <= 0:
         raise ValueError(f"memory_budget_mb must be positive, not {memory_budget_mb}")
@@ -639,7 +637,11 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     # running one's settings file; a second run of *other* settings has its own directory.
     with _locks(dirs, progress):
         paths = [store.open_run(root, lt.hashed(), prefix=lt.procedure.mode, extra=lt.unhashed()) for lt in lotteries]
-        _run_locked(lotteries, paths, data, progress, budget, after_level)
+        classes: dict[tuple, dict[Path, Lottery]] = {}
+        for lt, path in zip(lotteries, paths, strict=True):
+            classes.setdefault(signature(lt), {})[path] = lt  # the same lottery twice runs once
+        for members in classes.values():
+            _run_locked(list(members.values()), list(members), data, progress, budget, after_level)
     return paths
 
 

@@ -9,6 +9,12 @@ test_masks checks that this layout is the one flax produces.
 import numpy as np
 import pytest
 
+from experiments import xla_cpu
+
+# The drivers switch XLA's CPU YNN fusions off before jax starts (experiments/xla_cpu.py); the
+# tests run under the same switch, so a stored number in a test is the number a driver stores.
+xla_cpu.speed_up_xla_cpu()
+
 
 def draw_params(sizes, seed=0, std=0.1, bias_std=0.0, trials=None):
     """An MLP params dict for layer widths ``sizes`` (inputs first), float32 numpy leaves.
