@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import jaxlib
+
 NO_YNN = "--xla_cpu_experimental_ynn_fusion_type="
 
 
@@ -17,8 +19,6 @@ def speed_up_xla_cpu() -> bool:
     on jaxlib versions known to have it, because an unknown XLA flag aborts the process,
     and it changes nothing on a GPU. Returns whether it was added.
     """
-    import jaxlib
-
     current = os.environ.get("XLA_FLAGS", "")
     if "ynn_fusion_type" in current or not jaxlib.__version__.startswith("0.10."):
         return False

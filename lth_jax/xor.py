@@ -196,11 +196,25 @@ def lotteries(s: Settings) -> dict[str, runner.Lottery]:
     return out
 
 
+def level_sizes(s: Settings) -> list[int]:
+    """Trainings (in units of ``trials``) at each level of the runner, all lines together, the
+    ten-unit originals counted once: level 0 is Figure 1, level k the k-th prunings."""
+    re = 1 if s.reinit else 0
+    sizes = [len(set(s.widths) | {s.hidden})]
+    for k, width in enumerate(s.rounds(), start=1):
+        oneshot = (1 + re) if k <= len(s.ticket_units) else 0
+        sizes.append(oneshot + len(s.heuristics) * (1 + (re if width in s.ticket_units else 0)))
+    return sizes
+
+
 def trainings(s: Settings) -> int:
-    """Trainings the sweep needs (the ten-unit originals counted once)."""
-    n_t = len(s.ticket_units) * (2 if s.reinit else 1)
-    per_line = len(set(s.widths) | {s.hidden}) + n_t + len(s.heuristics) * (len(s.rounds()) - len(s.ticket_units))
-    return s.trials * (per_line + len(s.heuristics) * n_t)
+    """Trainings the whole sweep runs (27,000 for the paper's 1000 trials)."""
+    return s.trials * sum(level_sizes(s))
+
+
+def fitted_chunk(s: Settings) -> Settings:
+    """``s`` with a chunk no larger than the largest level (a larger one would only train padding)."""
+    return dataclasses.replace(s, chunk=min(s.chunk, s.trials * max(level_sizes(s))))
 
 
 def run(s: Settings, root: str | Path, progress: runner.Progress | None = None) -> dict[str, Path]:
