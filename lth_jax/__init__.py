@@ -1,9 +1,31 @@
 """lth-jax: lottery-ticket experiments as pure functions over JAX pytrees.
 
-``lth_jax.experiment`` (the MNIST procedure) is imported on its own: ``from lth_jax import experiment``.
+The runner (:mod:`lth_jax.runner`) carries the paper's procedure for any Flax model; the
+paper's own experiments are its configurations (:mod:`lth_jax.mnist`, :mod:`lth_jax.xor`).
 """
 
-from lth_jax import analysis, connectivity, data, lottery, masks, metrics, models, pruning, store, train, transforms
+from lth_jax import (
+    analysis,
+    claims,
+    connectivity,
+    cost,
+    data,
+    judges,
+    masks,
+    metrics,
+    mnist,
+    models,
+    paper,
+    pruning,
+    results,
+    rules,
+    runner,
+    store,
+    train,
+    trainers,
+    transforms,
+    xor,
+)
 
-__all__ = ["analysis", "connectivity", "data", "lottery", "masks", "metrics", "models", "pruning", "store", "train",
-           "transforms"]
+__all__ = ["analysis", "claims", "connectivity", "cost", "data", "judges", "masks", "metrics", "mnist", "models",
+           "paper", "pruning", "results", "rules", "runner", "store", "train", "trainers", "transforms", "xor"]
