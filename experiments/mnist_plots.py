@@ -163,6 +163,34 @@ def _subtitle(run: Run) -> str:
 # ---------------------------------------------------------------- figures
 
 
+def _done(fig, axes, reference: Run, runs: tuple, path: Path, title: str) -> None:
+    """The common end of Figures 3-8 and 16: the final-accuracy reference line, unconverged notes,
+    legends, and the PNG."""
+    _acc_line(axes[2], reference, "final")
+    _note_unconverged(axes, *runs)
+    _legends(axes)
+    _finish(fig, path, title)
+
+
+def _two_kinds_of_tickets(first: Run, first_label: str, second: Run, second_label: str, panels: Run):
+    """Three panels (log x) with the tickets of two runs side by side (Figures 7 and 16)."""
+    fig, axes = _panels(panels)
+    for ax, metric in zip(axes, METRICS, strict=True):
+        _role(ax, first, "ticket", metric, TICKET, first_label)
+        _role(ax, second, "ticket", metric, REINIT, second_label)
+        _axes_percent(ax, True, first, second)
+    return fig, axes
+
+
+def _tickets_and_controls(ax, run: Run, metric: str, label: str) -> None:
+    """A run's tickets and whichever controls it has, on one panel."""
+    _role(ax, run, "ticket", metric, TICKET, label, zorder=4)
+    if run.trials("reinit"):
+        _role(ax, run, "reinit", metric, REINIT, "reinit (control 1)")
+    if run.trials("shuffle"):
+        _role(ax, run, "shuffle", metric, SHUFFLE, "shuffle (control 2)")
+
+
 def figure3(run: Run, out: Path) -> None:
     """Test accuracy while training, tickets at several one-shot levels (mean, min-max band, convergence dots)."""
     import matplotlib.pyplot as plt
@@ -283,26 +311,16 @@ def figure6(run: Run, out: Path) -> None:
     """Tickets, reinit controls and shuffle controls vs. percent remaining (one-shot)."""
     fig, (a, b, c) = _panels(run)
     for ax, metric in zip((a, b, c), METRICS, strict=True):
-        _role(ax, run, "ticket", metric, TICKET, "winning tickets", zorder=4)
-        if run.trials("reinit"):
-            _role(ax, run, "reinit", metric, REINIT, "reinit (control 1)")
-        if run.trials("shuffle"):
-            _role(ax, run, "shuffle", metric, SHUFFLE, "shuffle (control 2)")
+        _tickets_and_controls(ax, run, metric, "winning tickets")
         _axes_percent(ax, False, run)
     _acc_line(b, run)
-    _acc_line(c, run, "final")
-    _note_unconverged((a, b, c), run)
-    _legends((a, b, c))
-    _finish(fig, out / "figure6.png", "Figure 6: one-shot tickets and both controls\n" + _subtitle(run))
+    _done(fig, (a, b, c), run, (run,), out / "figure6.png",
+          "Figure 6: one-shot tickets and both controls\n" + _subtitle(run))
 
 
 def figure7(oneshot: Run, iterative: Run, out: Path) -> None:
     """One-shot vs iterative winning tickets (log x)."""
-    fig, (a, b, c) = _panels(iterative)
-    for ax, metric in zip((a, b, c), METRICS, strict=True):
-        _role(ax, iterative, "ticket", metric, TICKET, "iterative pruning")
-        _role(ax, oneshot, "ticket", metric, REINIT, "one-shot pruning")
-        _axes_percent(ax, True, oneshot, iterative)
+    fig, (a, b, c) = _two_kinds_of_tickets(iterative, "iterative pruning", oneshot, "one-shot pruning", iterative)
     pc = paper.CLAIM
     for key, run, who in (("it_41_faster", iterative, "iterative"), ("it_8.5_faster", iterative, "iterative"),
                           ("os_55_faster", oneshot, "one-shot"), ("os_40_faster", oneshot, "one-shot")):
@@ -313,21 +331,15 @@ def figure7(oneshot: Run, iterative: Run, out: Path) -> None:
     back = pc["it_acc_back"].value
     _mark(b, back, _orig(iterative, "acc"), f"paper: iterative back to original accuracy at {back:g}%")
     _vline(b, pc["os_acc_to"].value, f"paper: one-shot drops off at {pc['os_acc_to'].value:g}%")
-    _acc_line(c, iterative, "final")
-    _note_unconverged((a, b, c), oneshot, iterative)
-    _legends((a, b, c))
-    _finish(fig, out / "figure7.png", "Figure 7: one-shot vs iterative winning tickets\n" + _subtitle(iterative))
+    _done(fig, (a, b, c), iterative, (oneshot, iterative,), out / "figure7.png",
+          "Figure 7: one-shot vs iterative winning tickets\n" + _subtitle(iterative))
 
 
 def figure8(oneshot: Run | None, iterative: Run, out: Path) -> None:
     """Iterative tickets, both controls, one-shot tickets (log x); lines end where trials stop converging."""
     fig, (a, b, c) = _panels(iterative)
     for ax, metric in zip((a, b, c), METRICS, strict=True):
-        _role(ax, iterative, "ticket", metric, TICKET, "iterative tickets", zorder=4)
-        if iterative.trials("reinit"):
-            _role(ax, iterative, "reinit", metric, REINIT, "reinit (control 1)")
-        if iterative.trials("shuffle"):
-            _role(ax, iterative, "shuffle", metric, SHUFFLE, "shuffle (control 2)")
+        _tickets_and_controls(ax, iterative, metric, "iterative tickets")
         if oneshot is not None:
             _role(ax, oneshot, "ticket", metric, "#d62728", "one-shot tickets")
         _axes_percent(ax, True, oneshot, iterative)
@@ -335,24 +347,17 @@ def figure8(oneshot: Run | None, iterative: Run, out: Path) -> None:
     for role in ("reinit", "shuffle", "ticket"):
         drop = paper.CLAIM[f"it_{role}_drop"].value
         _vline(b, drop, f"paper: {role}s drop 0.15% below at {drop:g}%")
-    _acc_line(c, iterative, "final")
-    _note_unconverged((a, b, c), iterative)
-    _legends((a, b, c))
-    _finish(fig, out / "figure8.png", "Figure 8: iterative tickets and both controls\n" + _subtitle(iterative))
+    _done(fig, (a, b, c), iterative, (iterative,), out / "figure8.png",
+          "Figure 8: iterative tickets and both controls\n" + _subtitle(iterative))
 
 
 def figure16(iterative: Run, han: Run, out: Path) -> None:
     """Resetting between rounds (ours) vs continuing from trained weights (Han et al.); the reset copy is measured."""
-    fig, (a, b, c) = _panels(han)
-    for ax, metric in zip((a, b, c), METRICS, strict=True):
-        _role(ax, iterative, "ticket", metric, TICKET, "reset every round (ours)")
-        _role(ax, han, "ticket", metric, REINIT, "continue training (Han et al.), reset copy")
-        _axes_percent(ax, True, iterative, han)
+    fig, (a, b, c) = _two_kinds_of_tickets(iterative, "reset every round (ours)", han,
+                                           "continue training (Han et al.), reset copy", han)
     _acc_line(b, iterative)
-    _acc_line(c, iterative, "final")
-    _note_unconverged((a, b, c), iterative, han)
-    _legends((a, b, c))
-    _finish(fig, out / "figure16.png", "Figure 16: weight resetting vs Han et al.\n" + _subtitle(han))
+    _done(fig, (a, b, c), iterative, (iterative, han,), out / "figure16.png",
+          "Figure 16: weight resetting vs Han et al.\n" + _subtitle(han))
 
 
 # ---------------------------------------------------------------- claims
