@@ -72,7 +72,9 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     for r in rows:
         print(f"{r['level']:>7} {r['percent_overall']:7.2f} {r['role']:>8} {r['trials']:3d} {r['converged']:4d}  "
               f"{triple(r, 'convergence_iteration', '7.0f'):>23}  {triple(r, 'convergence_accuracy', '.4f'):>26}  "
-              f"{triple(r, 'final_accuracy', '.4f'):>26}" + (f"  diverged {r['diverged']}" if r["diverged"] else ""))
+              f"{triple(r, 'final_accuracy', '.4f'):>26}" + (f"  diverged {r['diverged']}" if r["diverged"] else "")
+              + (f"  left out {r['pruned_from_diverged']} pruned from a diverged training"
+                 if r["pruned_from_diverged"] else ""))
 
 
 def run() -> None:

@@ -218,7 +218,8 @@ def resummarize(path: str | Path, settings: Settings | None = None) -> list[dict
 
 
 def table(path: str | Path) -> list[dict[str, Any]]:
-    """One row per stored level and role: the per-level report of the paper's quantities."""
+    """One row per stored level and role: the per-level report of the paper's quantities (statistics
+    leave out trials pruned from a diverged training; ``pruned_from_diverged`` counts them)."""
     rows = []
     for rec in records(path):
         m = rec.metrics
@@ -226,5 +227,6 @@ def table(path: str | Path) -> list[dict[str, Any]]:
             s = m["roles"][role]
             rows.append({"level": m["level"], "percent": m["percent_nominal"], "percent_overall": m["percent_overall"],
                          "role": role, "trials": s["trials"], "converged": s["converged"], "diverged": s["diverged"],
+                         "pruned_from_diverged": s.get("excluded_pruned_from_diverged", 0),
                          **{f"{k}_{stat}": s[k][stat] for k in judges.METRICS for stat in ("mean", "min", "max")}})
     return rows

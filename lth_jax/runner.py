@@ -717,7 +717,8 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
             start += n
             trained_g = jax.tree.map(lambda x, rows=rows: x[rows], trained_u)
             outputs_g = {k: v[rows] for k, v in outputs_u.items()}
-            metrics = level_metrics(lt, level, masks, outputs_g, seconds * n / len(digests))
+            metrics = level_metrics(lt, level, masks, outputs_g, seconds * n / len(digests),
+                                    diverged_sources(lt, paths[g], plans[g], i))
             if group is not None:
                 metrics["group"] = group
             store.save_level(paths[g], level.name, level_arrays(lt, masks, trained_g, outputs_g), metrics)
@@ -741,8 +742,12 @@ def level_arrays(lottery: Lottery, masks: PyTree, trained: PyTree, outputs: Mapp
 
 
 def level_metrics(lottery: Lottery, level: Level, masks: PyTree, outputs: Mapping[str, np.ndarray],
-                  seconds: float) -> dict[str, Any]:
-    """Per-level metrics as stored in ``<level>.json``: weight counts, percents, and the judge's summary."""
+                  seconds: float, pruned_from_diverged: Sequence[int] = ()) -> dict[str, Any]:
+    """Per-level metrics as stored in ``<level>.json``: weight counts, percents, and the judge's summary.
+
+    ``pruned_from_diverged`` names the seeds whose masks were pruned from a training that
+    diverged (NaN/inf): their trials are flagged in the per-trial rows and left out of the
+    per-role statistics, which say how many were left out."""
     net = lottery.network
     counts = {layer_name(p): int(np.sum(np.asarray(_at(masks, p)["kernel"][0]))) for p in net.layers()}
     totals = net.weight_counts()
@@ -755,8 +760,44 @@ def level_metrics(lottery: Lottery, level: Level, masks: PyTree, outputs: Mappin
         "weights": counts, "weights_total": sum(counts.values()),
         "expected_weights": level.counts,
         "seconds": seconds, "device": str(jax.devices()[0].platform),
-        **lottery.judge.summarize(outputs, trials),
+        **_judged(lottery.judge, outputs, trials, set(pruned_from_diverged)),
     }
+
+
+def _judged(judge: Any, outputs: Mapping[str, np.ndarray], trials: list[Trial], bad: set[int]) -> dict[str, Any]:
+    summary = judge.summarize(outputs, trials)
+    if not bad:
+        return summary
+    keep = [i for i, t in enumerate(trials) if t.seed not in bad]
+    clean = judge.summarize({k: np.asarray(v)[keep] for k, v in outputs.items()}, [trials[i] for i in keep])
+    for role, stats in clean.get("roles", {}).items():
+        stats["excluded_pruned_from_diverged"] = sum(1 for t in trials if t.role == role and t.seed in bad)
+    for role, stats in summary.get("roles", {}).items():  # every trial of the role came from a diverged training
+        if role not in clean.get("roles", {}):
+            clean.setdefault("roles", {})[role] = {**_emptied(stats), "excluded_pruned_from_diverged": sum(
+                1 for t in trials if t.role == role)}
+    for row, t in zip(summary.get("trials", []), trials, strict=False):
+        row["pruned_from_diverged"] = t.seed in bad
+    return {**summary, "roles": clean["roles"], "pruned_from_diverged": sorted(bad)}
+
+
+def _emptied(stats: Any) -> Any:
+    """The statistics of no trials, in the shape of ``stats`` (counts 0, values None)."""
+    if isinstance(stats, dict):
+        return {k: _emptied(v) for k, v in stats.items()}
+    return 0 if isinstance(stats, int) and not isinstance(stats, bool) else None
+
+
+def diverged_sources(lottery: Lottery, path: Path, plan_: Sequence[Level], index: int) -> list[int]:
+    """Seeds whose level-``index`` masks were pruned from a training that diverged: the original
+    (one-shot) or the previous level's ticket (iterative) or chain (han)."""
+    if index == 0:
+        return []
+    mode = lottery.procedure.mode
+    source = plan_[0] if mode == "oneshot" else plan_[index - 1]
+    role = "continue" if mode == "han" else "ticket"
+    rows = store.load_level(path, source.name, arrays=False).metrics.get("trials", [])
+    return sorted({r["seed"] for r in rows if r.get("role") == role and r.get("diverged_at") is not None})
 
 
 # ---------------------------------------------------------------- reading results back
