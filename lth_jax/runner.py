@@ -388,8 +388,15 @@ def layout(procedure: Procedure, level: Level | None = None) -> list[Trial]:
     return out
 
 
+@jax.jit
 def _concat(trees: list[PyTree]) -> PyTree:
+    """Stack trees along the trial axis: one compiled program per layout, not one per leaf and op."""
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
+
+
+@jax.jit
+def _gather(tree: PyTree, rows: jax.Array) -> PyTree:
+    return jax.tree.map(lambda x: x[rows], tree)
 
 
 @functools.lru_cache(maxsize=32)
@@ -499,7 +506,7 @@ def _tree(record: store.Record, key: str) -> PyTree:
 
 def ticket_masks(lottery: Lottery, path: Path, init: PyTree, level: Level, previous: Level | None) -> PyTree:
     """The ticket masks of ``level`` (per seed), derived from what the store holds."""
-    to_level, step, start = _pruners(lottery.network, lottery.prune, lottery.quick_setup)
+    to_level, step, start = _pruners(lottery.network, lottery.prune, True)
     if previous is None:
         return start(init)
     if lottery.procedure.mode == "oneshot":
@@ -590,7 +597,7 @@ def _train_unique(trainer: Any, network: Network, trials: tuple, unique: np.ndar
         if rows.size == total and np.array_equal(rows, np.arange(total)):
             p, m, k = params, masks, keys  # every row once, in order: nothing to gather
         else:
-            p, m, k = jax.tree.map(lambda x, rows=rows: x[rows], (params, masks, keys))
+            p, m, k = _gather((params, masks, keys), jnp.asarray(rows))
         trained, outputs = trainer(network, p, m, k, data, on_steps=progress.steps)
         outs.append((jax.device_get(trained), outputs))
     first = np.unique(np.concatenate(pieces), return_index=True)[1]  # each unique row once, in order
@@ -691,7 +698,7 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
             parts.append((g, masks, *build_trials(lt, inits[g], masks, level, chain)))
         params = _concat([p[2] for p in parts])
         tmasks = _concat([p[3] for p in parts])
-        keys = jnp.concatenate([p[4] for p in parts])
+        keys = _concat([p[4] for p in parts])
         digests = _row_digests(params, tmasks, keys)
         first_row: dict[str, int] = {}
         for row, d in enumerate(digests):
@@ -749,7 +756,7 @@ def level_metrics(lottery: Lottery, level: Level, masks: PyTree, outputs: Mappin
     diverged (NaN/inf): their trials are flagged in the per-trial rows and left out of the
     per-role statistics, which say how many were left out."""
     net = lottery.network
-    counts = {layer_name(p): int(np.sum(np.asarray(_at(masks, p)["kernel"][0]))) for p in net.layers()}
+    counts = {layer_name(p): int(np.sum(np.asarray(_at(masks, p)["kernel"])[0])) for p in net.layers()}
     totals = net.weight_counts()
     hidden = [n for n in totals if n != layer_name(net.output_layer())]
     trials = layout(lottery.procedure, level)
