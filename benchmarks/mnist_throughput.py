@@ -4,7 +4,8 @@
 
 For each number of networks N trained together in one vmapped program (the paper's
 setting: batch 100, masks applied, SGD lr 0.05, a test-set evaluation every 100 steps,
-through ``lth_jax.train.minibatch`` over on-device MNIST), it measures seed-steps per
+through the runner's own trainer, ``lth_jax.trainers.Minibatch``, over on-device MNIST;
+``--steps`` in one compiled segment), it measures seed-steps per
 second (N x steps / seconds) and the matmul FLOP/s that implies, and divides the latter
 by this machine's float32 matmul throughput measured in the same run: a chain of
 1024 x 1024 x 1024 matmuls, timed between the training runs. For context it also
@@ -48,11 +49,11 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import optax
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import data, models, train
+from lth_jax import data, mnist, models, trainers
+from lth_jax import masks as masks_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, f"folder with the four MNIST .gz files (default: ${data.MNIST_DIR_ENV}, "
@@ -121,6 +122,27 @@ def shape_reference(batch: int, steps: int) -> Callable:
     return jax.jit(run)
 
 
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")
+
+
+def compile_seconds(fn: Callable, *args) -> float:
+    """Seconds ``fn(*args)`` spends tracing, lowering and compiling (jax's own compile events):
+    the trainer compiles on its first call, with no separate compile step to time."""
+    spent = []
+
+    def listen(event: str, duration: float, **kwargs) -> None:
+        if event in COMPILE_EVENTS:
+            spent.append(duration)
+
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    try:
+        jax.block_until_ready(fn(*args))
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listen)
+    return sum(spent)
+
+
 def best_rates(runs: list[tuple[float, float]], flops: float) -> dict[str, float]:
     return {"wall": flops / min(w for w, _ in runs), "cpu": flops / min(c for _, c in runs)}
 
@@ -128,20 +150,22 @@ def best_rates(runs: list[tuple[float, float]], flops: float) -> dict[str, float
 def run() -> dict:
     trials_list = [int(t) for t in FLAGS.trials]
     try:
-        mnist = data.mnist(FLAGS.data_dir)
+        images = data.mnist(FLAGS.data_dir)
     except data.DataError as e:
         sys.exit(f"mnist_throughput: {e}")
-    train_data = (jnp.asarray(mnist.train_x), jnp.asarray(mnist.train_y))
-    test_data = (jnp.asarray(mnist.test_x), jnp.asarray(mnist.test_y))
+    train_data, test_data = mnist.device_data(images)
     n_test = int(test_data[0].shape[0])
 
-    model = models.lenet(HIDDEN)
+    network = mnist.network(HIDDEN)
+    model = network.module
     sizes = [784, *HIDDEN, 10]
     f_step = step_flops(sizes, BATCH)
     f_seed_step = f_step + eval_flops(sizes, n_test) / FLAGS.eval_every
-    trainer = train.minibatch(train.softmax_ce(model.apply), train.accuracy(model.apply),
-                              optax.sgd(FLAGS.learning_rate), FLAGS.steps, BATCH, FLAGS.eval_every)
-    program = jax.jit(jax.vmap(trainer, in_axes=(0, 0, 0, None, None)))
+    trainer = trainers.Minibatch("sgd", FLAGS.learning_rate, BATCH, FLAGS.steps, FLAGS.eval_every,
+                                 chunk_steps=FLAGS.steps)
+
+    def program(params, masks, keys, train_data, test_data):
+        return trainer(network, params, masks, keys, (train_data, test_data))
 
     square, square_flops = square_matmul()
     a = jnp.full((SQUARE, SQUARE), 1.0, jnp.float32)
@@ -150,7 +174,7 @@ def run() -> dict:
     # The training's own matmul shapes, one network: what this machine's dots do at batch 100.
     shapes = shape_reference(BATCH, FLAGS.steps)
     one = models.init_params(model, jax.random.key(0), 784)
-    ws = [one[name]["kernel"] for name in models.layer_names(one)]
+    ws = [masks_lib.get(one, layer)["kernel"] for layer in network.layers()]
     timed(shapes, ws, train_data[0])
     shape_runs, square_runs = [], []
     for _ in range(FLAGS.repeats):
@@ -169,14 +193,12 @@ def run() -> dict:
                      "bias": jnp.ones(layer["bias"].shape, bool)}
               for name, layer in params.items()}
 
-        start = time.perf_counter()
-        compiled = program.lower(params, ms, keys, train_data, test_data).compile()
-        compile_s = time.perf_counter() - start
-        timed(compiled, params, ms, keys, train_data, test_data)  # warm-up: first-run allocations
+        compile_s = compile_seconds(program, params, ms, keys, train_data, test_data)  # and a first run
+        timed(program, params, ms, keys, train_data, test_data)  # warm-up: first-run allocations
         runs, paired = [], []  # the matmul timed between training runs, under the same load
         for _ in range(FLAGS.repeats):
             paired.append(timed(square, a))
-            runs.append(timed(compiled, params, ms, keys, train_data, test_data))
+            runs.append(timed(program, params, ms, keys, train_data, test_data))
         square_runs += paired
         seed_steps = n * FLAGS.steps
         rate = best_rates(runs, seed_steps * f_seed_step)

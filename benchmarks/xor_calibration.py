@@ -6,8 +6,11 @@ The paper gives neither the optimiser, the learning rate, the ReLU derivative at
 0 (it decides the first step: with zero biases the input (0, 0) puts every hidden
 unit at exactly 0), nor what "reached zero loss" means. For each candidate
 (relu'(0), optimiser, learning rate) this trains ``trials`` random networks at
-each width (10, 8, 6, 4, 2 units; the sweep's own stage 0, so the chosen
-candidate's networks are reused by ``experiments.xor_sweep``) and reports:
+each width (10, 8, 6, 4, 2 units: the ``random/<w>`` lotteries of
+:func:`lth_jax.xor.lotteries`, Figure 1 alone, trained together by
+:func:`lth_jax.runner.run_groups` and stored where the sweep stores them, so
+the chosen candidate's networks are reused by ``experiments.xor_sweep``) and
+reports:
 
 - DB % per width under both decision rules (strict: an output of 0.5 is wrong;
   round: 0.5 counts as class 1). No free parameter.
@@ -24,24 +27,27 @@ ZL with its fitted threshold) from the paper's.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
 from experiments import xla_cpu
-from experiments import xor_sweep as xs
-from lth_jax import metrics, store
+from experiments.progress import LevelBars
+from lth_jax import judges, metrics, paper, runner, store, xor
+from lth_jax import masks as masks_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("trials", 1000, "Networks per width and candidate.")
 flags.DEFINE_integer("seed", 0, "Seed (the sweep's default, so the chosen candidate's nets are shared).")
-flags.DEFINE_string("cache_dir", "runs/xor", "Where trained networks are cached (the sweep's --out_dir).")
+flags.DEFINE_string("cache_dir", "runs/xor", "Where trained networks are cached (the sweep's --out_dir; the runs "
+                    "go to its cache/ folder, as the sweep's do).")
 flags.DEFINE_string("out", "benchmarks/xor_calibration", "Output path without extension (.md and .json).")
 flags.DEFINE_list("only", [], "Run only candidates whose label contains one of these strings.")
 
@@ -63,6 +69,32 @@ def label(g: float, opt: str, lr: float) -> str:
     return f"relu'(0)={g:g} {opt} lr={lr:g}"
 
 
+class Width(NamedTuple):
+    """One Figure 1 line as stored: its networks' initial values, masks, trained values and final logits."""
+
+    params: dict
+    masks: dict
+    trained: dict
+    logits: np.ndarray
+
+
+def figure1(s: xor.Settings, cache: str) -> tuple[dict[str, Width], int]:
+    """Train (or reload) the random networks of every width of ``s``; returns them by line name
+    (``random/<w>``) and how many trainings ran now."""
+    lines = {name: lt for name, lt in xor.lotteries(s).items() if name.startswith("random/")}
+    bars = LevelBars(1, enabled=False, describe=lambda level, metrics: "")  # counts what it trains, silently
+    paths = runner.run_groups(list(lines.values()), metrics.xor_data(), Path(cache) / "cache", progress=bars)
+    bars.close()
+    out = {}
+    for name, path in zip(lines, paths, strict=True):
+        (rec,) = runner.records(path, arrays=True)  # one level: the width itself
+        m = store.subtree(rec.arrays, "masks")
+        init = store.subtree(store.load_level(path, runner.INIT).arrays, "init")
+        out[name] = Width(jax.device_get(masks_lib.apply(init, m)), m, store.subtree(rec.arrays, "trained"),
+                          rec.arrays["logits"])
+    return out, bars.trained
+
+
 def alive_units(params: dict, masks_alive: np.ndarray) -> np.ndarray:
     """Per trial, how many existing hidden units have a positive pre-activation on some input."""
     x, _ = metrics.xor_data()
@@ -72,37 +104,34 @@ def alive_units(params: dict, masks_alive: np.ndarray) -> np.ndarray:
 
 
 def evaluate(g: float, opt: str, lr: float, trials: int, seed: int, cache: str) -> dict:
-    s = xs.Settings(trials=trials, seed=seed, optimizer=opt, learning_rate=lr, relu_grad_at_zero=g,
-                    widths=WIDTHS)
-    s = dataclasses.replace(s, chunk=min(s.chunk, trials * len(WIDTHS)))
+    s = xor.fitted_chunk(xor.Settings(trials=trials, seed=seed, optimizer=opt, lr=lr, relu_grad_at_zero=g,
+                                      widths=WIDTHS))
     t0 = time.perf_counter()
-    sweep = xs.Sweep(s, cache)
-    jobs = sweep.run(figure1_only=True)
+    jobs, trained_now = figure1(s, cache)
     seconds = time.perf_counter() - t0
     _, y = metrics.xor_data()
     out = {"label": label(g, opt, lr), "relu_grad_at_zero": g, "optimizer": opt, "learning_rate": lr,
-           "trials": trials, "seconds": seconds, "trained_now": sweep.trained_now, "db": {}, "zl": {}}
-    for rule in xs.DB_RULES:
-        out["db"][rule] = {w: 100 * float(np.mean(xs.judge(jobs[f"random/{w}"].logits,
-                                                            dataclasses.replace(s, db_rule=rule))[0]))
-                           for w in WIDTHS}
+           "trials": trials, "seconds": seconds, "trained_now": trained_now, "db": {}, "zl": {}}
+    for rule in xor.DB_RULES:
+        judge = judges.XorSuccess(s.zero_loss, s.zero_loss_over, rule)
+        out["db"][rule] = {w: 100 * float(np.mean(judge.judge(jobs[f"random/{w}"].logits)[0])) for w in WIDTHS}
     out["zl"] = {over: {t: {w: 100 * float(np.mean(metrics.zero_loss(jnp.asarray(jobs[f"random/{w}"].logits), y, t,
                                                                         over))) for w in WIDTHS}
-                        for t in THRESHOLDS} for over in xs.ZL_OVER}
-    sse = lambda over, t: sum((out["zl"][over][t][w] - xs.PAPER_FIG1[w][1]) ** 2 for w in WIDTHS)  # noqa: E731
-    out["zl_fit"] = {over: min(THRESHOLDS, key=lambda t, over=over: sse(over, t)) for over in xs.ZL_OVER}
-    over = min(xs.ZL_OVER, key=lambda o: sse(o, out["zl_fit"][o]))
+                        for t in THRESHOLDS} for over in xor.ZL_OVER}
+    sse = lambda over, t: sum((out["zl"][over][t][w] - paper.FIGURE1[w][1]) ** 2 for w in WIDTHS)  # noqa: E731
+    out["zl_fit"] = {over: min(THRESHOLDS, key=lambda t, over=over: sse(over, t)) for over in xor.ZL_OVER}
+    over = min(xor.ZL_OVER, key=lambda o: sse(o, out["zl_fit"][o]))
     fit = out["zl_fit"][over]
     out["zl_fit_over"], out["zl_fit_threshold"] = over, fit
     out["zl_fitted"] = out["zl"][over][fit]
     db = out["db"]["strict"]
-    errs = [db[w] - xs.PAPER_FIG1[w][0] for w in WIDTHS] + [out["zl_fitted"][w] - xs.PAPER_FIG1[w][1] for w in WIDTHS]
+    errs = [db[w] - paper.FIGURE1[w][0] for w in WIDTHS] + [out["zl_fitted"][w] - paper.FIGURE1[w][1] for w in WIDTHS]
     out["rms"] = math.sqrt(sum(e * e for e in errs) / len(errs))
     out["db_rms"] = math.sqrt(sum(e * e for e in errs[:5]) / 5)
     two = jobs["random/2"]
     exists = np.asarray(two.masks["Dense_0"]["bias"])
     start, end = alive_units(two.params, exists), alive_units(two.trained, exists)
-    ok2 = xs.judge(two.logits, s)[0]
+    ok2 = s.judge().judge(two.logits)[0]
     out["two_units"] = {"both_alive_at_init": 100 * float(np.mean(start == 2)),
                         "both_alive_at_end": 100 * float(np.mean(end == 2)),
                         "db_given_both_alive_at_init": 100 * float(np.mean(ok2[start == 2])),
@@ -130,8 +159,8 @@ def markdown(results: list[dict], trials: int) -> str:
         "| candidate | DB 10/8/6/4/2 | round≠strict | ZL hard | ZL fit thr | ZL fitted 10/8/6/4/2 | RMS | "
         "2u: both alive at init / end | 2u DB given both alive at init |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
-        "| **paper** | " + " / ".join(f"{xs.PAPER_FIG1[w][0]:.1f}" for w in WIDTHS) + " | | | | "
-        + " / ".join(f"{xs.PAPER_FIG1[w][1]:.1f}" for w in WIDTHS) + " | | | |",
+        "| **paper** | " + " / ".join(f"{paper.FIGURE1[w][0]:.1f}" for w in WIDTHS) + " | | | | "
+        + " / ".join(f"{paper.FIGURE1[w][1]:.1f}" for w in WIDTHS) + " | | | |",
     ]
     ranked = sorted(results, key=lambda r: r["rms"])
     for r in ranked:
@@ -153,9 +182,9 @@ def markdown(results: list[dict], trials: int) -> str:
 def findings(results: list[dict], ranked: list[dict], trials: int) -> list[str]:
     """What the table shows, with its numbers read from the results."""
     by = {(r["relu_grad_at_zero"], r["optimizer"], r["learning_rate"]): r for r in results}
-    d = xs.Settings()
-    chosen = by.get((d.relu_grad_at_zero, d.optimizer, d.learning_rate))
-    zero = by.get((0.0, d.optimizer, d.learning_rate))
+    d = xor.Settings()
+    chosen = by.get((d.relu_grad_at_zero, d.optimizer, d.lr))
+    zero = by.get((0.0, d.optimizer, d.lr))
     if chosen is None or zero is None:
         return []
     f = lambda v: f"{v:.1f}"  # noqa: E731
@@ -181,7 +210,7 @@ def findings(results: list[dict], ranked: list[dict], trials: int) -> list[str]:
         f"that start with a dead unit now find the boundary, and {f(t1['db_given_both_alive_at_init'])} % of those "
         f"with two live units ({chosen['label']}). DB per width 10/8/6/4/2 goes from {row(zero)} to {row(chosen)} "
         "(paper "
-        + " / ".join(f(xs.PAPER_FIG1[w][0]) for w in WIDTHS) + "): the 4- to 10-unit columns now match within about "
+        + " / ".join(f(paper.FIGURE1[w][0]) for w in WIDTHS) + "): the 4- to 10-unit columns now match within about "
         "2 points; 0.5 (jnp.maximum) lies between.",
         f"- **Still short at two units** ({f(chosen['db']['strict'][2])} % vs the paper's 49.1 %): the paper's "
         f"figure is what one would get if nearly every two-unit net that starts with both units alive succeeded "
@@ -197,7 +226,7 @@ def findings(results: list[dict], ranked: list[dict], trials: int) -> list[str]:
         "|logit| past ~17 in 10,000 steps. It must be a threshold on the loss; one threshold per candidate is fitted "
         "to the paper's ZL row. Adam at 0.001-0.002 follows the *shape* of that row across widths most closely; "
         "with SGD or momentum a threshold that fits the wide nets leaves the narrow ones off, or the reverse.",
-        f"- **Chosen** (the sweep's defaults): relu'(0)={d.relu_grad_at_zero:g}, {d.optimizer} lr={d.learning_rate:g} "
+        f"- **Chosen** (the sweep's defaults): relu'(0)={d.relu_grad_at_zero:g}, {d.optimizer} lr={d.lr:g} "
         f"(TensorFlow's default Adam rate), ZL = {d.zero_loss_over} example's cross-entropy <= {d.zero_loss:g}, "
         f"DB strict; lowest RMS ({f(chosen['rms'])} points; rank {ranked.index(chosen) + 1} of {len(ranked)}). "
         "Two-unit ZL is very sensitive to the threshold, because two-unit margins after 10,000 steps are tightly "
@@ -225,7 +254,7 @@ def main(argv: list[str]) -> None:
               + f" | rms {r['rms']:.1f} | {r['seconds']:.0f}s", flush=True)
         results.append(r)
     store.write_json(out.with_suffix(".json"), {"trials": FLAGS.trials, "seed": FLAGS.seed, "widths": WIDTHS,
-                                                "paper": xs.PAPER_FIG1, "candidates": results})
+                                                "paper": paper.FIGURE1, "candidates": results})
     out.with_suffix(".md").write_text(markdown(results, FLAGS.trials))
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}", file=sys.stderr)
 

@@ -2,19 +2,23 @@
 
     python -m benchmarks.xor_throughput            # prints a table, writes benchmarks/xor_throughput.json
 
-Variants (all train the same networks with the same masks; trial-steps/s = trials x steps / run s):
+Variants (all train the same networks, the sweep's ``models.xor_net(10, relu_grad_at_zero=1)``,
+with the same masks; trial-steps/s = trials x steps / run s):
 
-- ``flax+vmap``: ``jax.vmap`` of ``train.full_batch`` on the flax model's loss (the naive version);
-- ``hand+vmap``: the same with the sweep's hand-written 2-H-1 loss;
+- ``flax+vmap``: ``jax.vmap`` of ``train.full_batch`` on the flax model's loss (``MLP.apply``; the
+  naive version);
+- ``hand+vmap``: the same with the loss of the trial-axis-last forward pass
+  (``trainers.sigmoid_ce_trials_last``, i.e. ``models.mlp_logits_trials_last``);
 - ``hand+batched``: ``train.full_batch(..., batched=True)`` (trial axis laid out last inside the
   program, the loss vmapped over it);
-- ``hand+native``: the same with ``loss_takes_trials=True`` (the loss broadcasts over the trailing
-  trial axis itself, no vmap): the sweep's path.
+- ``hand+native``: the sweep's path, ``trainers.FullBatch`` (``batched=True`` with
+  ``loss_takes_trials=True``: the loss broadcasts over the trailing trial axis itself, no vmap),
+  one chunk of ``--trials`` networks, final logits included.
 
 Each is measured with XLA's CPU defaults and with the YNN fusions off (the sweep's default,
 ``--fast_xla_cpu``); XLA flags are per process, so the second setting runs in a child process.
-``--sweep`` also times the whole ``experiments.xor_sweep --trials=1000`` from scratch (a fresh
-folder: compile included), as a separate process.
+``--sweep`` also times the whole ``experiments.xor_sweep --trials=1000`` (``--sweep_trials``) from
+scratch (a fresh folder: compile included), as a separate process.
 
 Timings on a shared machine are noisy: the JSON records the load average before and after
 each measurement, and the best of ``--repeats`` runs is reported (CPU seconds beside wall).
@@ -41,7 +45,8 @@ flags.DEFINE_integer("repeats", 2, "Runs per variant after compiling; the best i
 flags.DEFINE_list("variants", ["flax+vmap", "hand+vmap", "hand+batched", "hand+native"], "Which variants to time.")
 flags.DEFINE_boolean("fast_xla_cpu", True, "YNN fusions off in this process.")
 flags.DEFINE_boolean("both_xla_settings", True, "Also time every variant with the other XLA setting (child).")
-flags.DEFINE_boolean("sweep", True, "Also time the whole xor_sweep --trials=1000 from scratch.")
+flags.DEFINE_boolean("sweep", True, "Also time the whole xor_sweep from scratch.")
+flags.DEFINE_integer("sweep_trials", 1000, "Trials of that sweep (the paper: 1000).")
 flags.DEFINE_string("out", "benchmarks/xor_throughput.json", "JSON output ('' for none).")
 flags.DEFINE_boolean("child", False, "Internal: print this process's measurements as JSON only.")
 
@@ -68,30 +73,35 @@ LEARNING_RATE = {"adam": 0.001, "sgd": 0.5, "momentum": 0.05}  # benchmarks/xor_
 def measure(variant: str, opt: str) -> dict:
     import jax
 
-    from experiments import xor_sweep as xs
-    from lth_jax import masks, metrics, models, pruning, train
+    from lth_jax import masks, metrics, models, pruning, runner, train, trainers
 
-    net = models.xor_net(10)
+    net = models.xor_net(10, relu_grad_at_zero=1.0)
     keys = jax.random.split(jax.random.key(0), FLAGS.trials)
     params = jax.jit(jax.vmap(lambda k: models.init_params(net, k, 2)))(keys)
     ones = masks.ones_like(jax.tree.map(lambda a: a[0], params))
     m = jax.jit(jax.vmap(lambda _: pruning.first_units(ones, 10)))(keys)
     data = metrics.xor_data()
-    optimizer = train.make_optimizer(opt, LEARNING_RATE[opt])
-    loss = train.sigmoid_bce(net.apply) if variant.startswith("flax") else xs.make_loss(1.0)
-    if variant.endswith(("batched", "native")):
-        fn = train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps, batched=True,
-                              loss_takes_trials=variant.endswith("native"))
+    if variant == "hand+native":  # the sweep's own trainer: the data are constants of its program
+        trainer = trainers.FullBatch(opt, LEARNING_RATE[opt], FLAGS.steps, "mean", chunk=FLAGS.trials)
+        compiled, compile_s = trainer.compiled(runner.Network(net, (2,)), data)
+        args = (params, m)
     else:
-        fn = jax.vmap(train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps), in_axes=(0, 0, None))
-    t0 = time.perf_counter()
-    compiled = jax.jit(fn).lower(params, m, data).compile()
-    compile_s = time.perf_counter() - t0
+        optimizer = train.make_optimizer(opt, LEARNING_RATE[opt])
+        loss = train.sigmoid_bce(net.apply) if variant.startswith("flax") else trainers.sigmoid_ce_trials_last(net)
+        if variant.endswith("batched"):
+            fn = train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps, batched=True)
+        else:
+            fn = jax.vmap(train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps),
+                          in_axes=(0, 0, None))
+        t0 = time.perf_counter()
+        compiled = jax.jit(fn).lower(params, m, data).compile()
+        compile_s = time.perf_counter() - t0
+        args = (params, m, data)
     runs = []
     for _ in range(FLAGS.repeats):
         load = os.getloadavg()[0]
         w0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(compiled(params, m, data))
+        jax.block_until_ready(compiled(*args))
         runs.append({"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0,
                      "load_before": load, "load_after": os.getloadavg()[0]})
     best = min(runs, key=lambda r: r["wall_s"])
@@ -106,7 +116,8 @@ def time_sweep() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "experiments.xor_sweep", "--trials=1000", f"--out_dir={tmp}",
+        r = subprocess.run([sys.executable, "-m", "experiments.xor_sweep", f"--trials={FLAGS.sweep_trials}",
+                            f"--out_dir={tmp}",
                             "--progress=false"], cwd=ROOT, capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": XLA_FLAGS_AT_START})
         wall = time.perf_counter() - t0
@@ -154,7 +165,8 @@ def main(argv: list[str]) -> None:
         if "error" in sw:
             print(f"sweep failed: {sw['error']}")
         else:
-            print(f"whole xor_sweep --trials=1000 from scratch: {sw['wall_s_including_startup']:.1f} s wall "
+            print(f"whole xor_sweep --trials={FLAGS.sweep_trials} from scratch: "
+                  f"{sw['wall_s_including_startup']:.1f} s wall "
                   f"(sweep {sw['sweep_reported_s']['total']:.1f} s, of which compile "
                   f"{sw['sweep_reported_s']['compile']:.1f} s, training {sw['sweep_reported_s']['train']:.1f} s for "
                   f"{sw['trainings']} trainings = {sw['trial_steps_per_s_in_training'] / 1e6:.1f} M trial-steps/s); "

@@ -1,4 +1,4 @@
-"""The MNIST lottery experiment (paper sections 3, 4, 6.4) as stored runs, on tiny settings.
+"""The MNIST lottery experiment (paper sections 3, 4, 6.4) through lth_jax.mnist, on tiny settings.
 
 Networks here are narrow (784-16-8-10) and train for 200 iterations so the whole
 file runs in well under a minute; the procedure is the paper's at every step.
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import data, experiment, models, store
+from lth_jax import data, mnist, models, paper, runner, store
+from lth_jax import masks as masks_lib
 
 REAL_DIR = os.environ.get(data.MNIST_DIR_ENV)
 pytestmark = pytest.mark.skipif(
@@ -35,14 +37,14 @@ class Killed(Exception):
 
 @pytest.fixture(scope="module")
 def mnist_data():
-    return experiment.device_data(data.mnist(REAL_DIR))
+    return mnist.device_data(data.mnist(REAL_DIR))
 
 
 @pytest.fixture(scope="module")
 def iterative(mnist_data, tmp_path_factory):
     """One iterative run done in one go, and the same run killed after its second level and resumed."""
-    settings = experiment.Settings(mode="iterative", min_remaining=55.0, **TINY)
-    whole = experiment.run(settings, mnist_data, tmp_path_factory.mktemp("whole"))
+    settings = mnist.Settings(mode="iterative", min_remaining=55.0, **TINY)
+    whole = mnist.run(settings, mnist_data, tmp_path_factory.mktemp("whole"))
     root = tmp_path_factory.mktemp("resumed")
 
     def kill_after_second(level, metrics):
@@ -50,10 +52,10 @@ def iterative(mnist_data, tmp_path_factory):
             raise Killed
 
     with pytest.raises(Killed):
-        experiment.run(settings, mnist_data, root, after_level=kill_after_second)
-    assert store.levels(experiment.run_dir(settings, root)) == ["init", "r00", "r01"]
+        mnist.run(settings, mnist_data, root, after_level=kill_after_second)
+    assert store.levels(mnist.run_dir(settings, root)) == ["init", "r00", "r01"]
     resumed_levels = []
-    resumed = experiment.run(settings, mnist_data, root, after_level=lambda lv, m: resumed_levels.append(lv.name))
+    resumed = mnist.run(settings, mnist_data, root, after_level=lambda lv, m: resumed_levels.append(lv.name))
     return settings, whole, resumed, resumed_levels
 
 
@@ -80,7 +82,7 @@ def test_a_killed_run_resumes_without_recomputing_and_gives_identical_results(it
 
 def test_iterative_pruning_removes_exactly_20_percent_of_hidden_and_10_percent_of_output_weights_each_round(iterative):
     settings, whole, _, _ = iterative
-    expected = experiment.weight_counts(settings)  # 12544 / 128 / 80 at the start
+    expected = mnist.weight_counts(settings)  # 12544 / 128 / 80 at the start
     levels = [r for r in _records(whole).values() if r.name != "init"]
     for rec in levels:
         counts = _kernel_counts(store.subtree(rec.arrays, "masks"))
@@ -97,9 +99,9 @@ def test_iterative_pruning_removes_exactly_20_percent_of_hidden_and_10_percent_o
 
 
 def test_lenet_300_100_has_the_papers_266200_weights():
-    counts = experiment.weight_counts(experiment.Settings())
+    counts = mnist.weight_counts(mnist.Settings())
     assert counts == {"Dense_0": 235_200, "Dense_1": 30_000, "Dense_2": 1_000}
-    assert experiment.Settings().trials_per_level() == 35  # 5 tickets + 15 reinit + 15 shuffle, one program
+    assert mnist.Settings().trials_per_level() == 35  # 5 tickets + 15 reinit + 15 shuffle, one program
 
 
 def test_each_round_prunes_the_lowest_magnitude_trained_weights_of_the_previous_ticket(iterative):
@@ -127,10 +129,11 @@ def test_survivors_after_rewind_equal_their_initial_values_and_controls_are_what
         np.testing.assert_array_equal(init[name]["kernel"][1], np.asarray(direct[name]["kernel"]))
     rec = store.load_level(whole, "r03")
     masks = store.subtree(rec.arrays, "masks")
-    level = experiment.plan(settings)[3]
-    params, trial_masks, _ = jax.device_get(experiment.build_trials(
-        settings, jax.tree.map(jnp.asarray, init), jax.tree.map(jnp.asarray, masks), level))
-    roles = [t.role for t in experiment.layout(settings)]
+    level = mnist.plan(settings)[3]
+    lottery = settings.lottery()
+    params, trial_masks, _ = jax.device_get(runner.build_trials(
+        lottery, jax.tree.map(jnp.asarray, init), jax.tree.map(jnp.asarray, masks), level))
+    roles = [t.role for t in runner.layout(lottery.procedure, level)]
     assert roles == ["ticket", "ticket", "reinit", "reinit", "shuffle", "shuffle"]
     for name in init:
         k0, m = init[name]["kernel"], masks[name]["kernel"]
@@ -145,55 +148,62 @@ def test_survivors_after_rewind_equal_their_initial_values_and_controls_are_what
             np.testing.assert_array_equal(np.sort(shuffled[s][sm[s]]), np.sort(k0[s][m[s]]))
 
 
+def _original_trials(settings):
+    """The lottery and the trials of its first (unpruned) level: tickets and controls at their init."""
+    lottery = settings.lottery()
+    init = mnist.initial_params(settings)
+    level = mnist.plan(settings)[0]
+    return lottery, level, runner.build_trials(lottery, init, jax.vmap(masks_lib.ones_like)(init), level)
+
+
 def test_training_in_segments_gives_exactly_one_calls_result(mnist_data):
-    settings = experiment.Settings(mode="oneshot", **TINY)
-    init = experiment.initial_params(settings)
-    masks = jax.vmap(experiment.masks_lib.ones_like)(init)
-    params, trial_masks, keys = experiment.build_trials(settings, init, masks, experiment.plan(settings)[0])
+    settings = mnist.Settings(mode="oneshot", **TINY)
+    lottery, _, (params, trial_masks, keys) = _original_trials(settings)
     seen = []
-    p1, c1 = experiment.Trainer(settings, chunk_steps=50)(params, trial_masks, keys, mnist_data, on_steps=seen.append)
-    p2, c2 = experiment.Trainer(settings, chunk_steps=200)(params, trial_masks, keys, mnist_data)
+    in_four = settings.lottery(chunk_steps=50).trainer
+    in_one = settings.lottery(chunk_steps=200).trainer
+    p1, c1 = in_four(lottery.network, params, trial_masks, keys, mnist_data, on_steps=seen.append)
+    p2, c2 = in_one(lottery.network, params, trial_masks, keys, mnist_data)
     assert seen == [50, 50, 50, 50]
+    assert sorted(c1) == ["curves/accuracy", "curves/diverged_at", "curves/loss"]
     for k in c1:
         np.testing.assert_array_equal(c1[k], c2[k])
     jax.tree.map(np.testing.assert_array_equal, p1, p2)
 
 
 def test_a_diverging_network_is_recorded_with_its_step_and_leaves_the_others_untouched(mnist_data):
-    settings = experiment.Settings(mode="oneshot", **TINY)
-    init = experiment.initial_params(settings)
-    masks = jax.vmap(experiment.masks_lib.ones_like)(init)
-    params, trial_masks, keys = experiment.build_trials(settings, init, masks, experiment.plan(settings)[0])
-    trainer = experiment.Trainer(settings)
-    _, sane = trainer(params, trial_masks, keys, mnist_data)
+    settings = mnist.Settings(mode="oneshot", **TINY)
+    lottery, level, (params, trial_masks, keys) = _original_trials(settings)
+    net, trainer = lottery.network, lottery.trainer
+    _, sane = trainer(net, params, trial_masks, keys, mnist_data)
     blown = jax.tree.map(lambda x: x.at[3].multiply(1e30), params)  # trial 3's weights overflow at once
-    _, curves = trainer(blown, trial_masks, keys, mnist_data)
-    assert curves["diverged_at"][3] == 0 and np.isnan(curves["accuracy"][3]).all()
+    _, curves = trainer(net, blown, trial_masks, keys, mnist_data)
+    assert curves["curves/diverged_at"][3] == 0 and np.isnan(curves["curves/accuracy"][3]).all()
     others = [0, 1, 2, 4, 5]
-    np.testing.assert_array_equal(curves["accuracy"][others], sane["accuracy"][others])
-    summary = experiment.summarize(curves, settings)
+    np.testing.assert_array_equal(curves["curves/accuracy"][others], sane["curves/accuracy"][others])
+    summary = lottery.judge.summarize(curves, runner.layout(lottery.procedure, level))
     assert summary["trials"][3]["diverged_at"] == 0 and np.isnan(summary["trials"][3]["final_accuracy"])
     assert summary["roles"]["reinit"]["diverged"] == 1 and summary["roles"]["reinit"]["final_accuracy"]["n"] == 1
 
 
 @pytest.fixture(scope="module")
 def oneshot(mnist_data, tmp_path_factory):
-    settings = experiment.Settings(mode="oneshot", levels=(100, 50, 20), **TINY)
+    settings = mnist.Settings(mode="oneshot", levels=(100, 50, 20), **TINY)
     root = tmp_path_factory.mktemp("oneshot")
-    return settings, root, experiment.run(settings, mnist_data, root)
+    return settings, root, mnist.run(settings, mnist_data, root)
 
 
 @pytest.fixture(scope="module")
 def han(mnist_data, tmp_path_factory):
-    settings = experiment.Settings(mode="han", min_remaining=70.0, **{**TINY, "reinit": 0})
-    return settings, experiment.run(settings, mnist_data, tmp_path_factory.mktemp("han"))
+    settings = mnist.Settings(mode="han", min_remaining=70.0, **{**TINY, "reinit": 0})
+    return settings, mnist.run(settings, mnist_data, tmp_path_factory.mktemp("han"))
 
 
 def test_one_shot_keeps_p_percent_of_hidden_weights_and_prunes_the_output_layer_at_half_the_rate(mnist_data, oneshot):
     settings, root, path = oneshot
-    recs = {r.name: r for r in experiment.records(path, arrays=True)}
+    recs = {r.name: r for r in mnist.records(path, arrays=True)}
     assert list(recs) == ["p100", "p50", "p20"]
-    full = experiment.weight_counts(settings)  # 12544 / 128 / 80
+    full = mnist.weight_counts(settings)  # 12544 / 128 / 80
     for name, p in (("p50", 0.5), ("p20", 0.2)):
         assert recs[name].metrics["weights"] == recs[name].metrics["expected_weights"]
         counts = _kernel_counts(store.subtree(recs[name].arrays, "masks"))
@@ -205,8 +215,8 @@ def test_one_shot_keeps_p_percent_of_hidden_weights_and_prunes_the_output_layer_
     assert all(not (m20[k]["kernel"] & ~m50[k]["kernel"]).any() for k in m50)
     # Asking for one more level later trains only that level.
     trained = []
-    extended = experiment.run(settings.replace(levels=(100, 50, 20, 10)), mnist_data, root,
-                              after_level=lambda lv, m: trained.append(lv.name))
+    extended = mnist.run(settings.replace(levels=(100, 50, 20, 10)), mnist_data, root,
+                         after_level=lambda lv, m: trained.append(lv.name))
     assert trained == ["p10"] and extended == path
 
 
@@ -216,12 +226,15 @@ def test_han_keeps_training_the_pruned_trained_weights_and_measures_a_rewound_co
     masks1 = store.subtree(r1.arrays, "masks")
     chain0 = jax.tree.map(jnp.asarray, store.subtree(r0.arrays, "chain"))
     masks0 = jax.tree.map(jnp.asarray, store.subtree(r0.arrays, "masks"))
-    pruned = jax.device_get(experiment.prune_step(settings, chain0, masks0))
+    lottery = settings.lottery()
+    one_round = jax.jit(jax.vmap(lambda p, m: lottery.prune.step(lottery.network, p, m)))  # per seed
+    pruned = jax.device_get(one_round(chain0, masks0))
     jax.tree.map(np.testing.assert_array_equal, pruned, masks1)  # the chain is pruned from its trained weights
     init = jax.tree.map(jnp.asarray, store.subtree(store.load_level(path, "init").arrays, "init"))
-    params, _, _ = jax.device_get(experiment.build_trials(settings, init, jax.tree.map(jnp.asarray, masks1),
-                                                          experiment.plan(settings)[1], chain0))
-    roles = [t.role for t in experiment.layout(settings)]
+    level = mnist.plan(settings)[1]
+    params, _, _ = jax.device_get(runner.build_trials(lottery, init, jax.tree.map(jnp.asarray, masks1), level,
+                                                      chain0))
+    roles = [t.role for t in runner.layout(lottery.procedure, level)]
     for name in masks1:
         m = masks1[name]["kernel"]
         np.testing.assert_array_equal(params[name]["kernel"][[i for i, r in enumerate(roles) if r == "ticket"]],
@@ -239,8 +252,10 @@ def test_figures_3_to_8_and_16_and_the_claims_table_are_drawn_from_stored_runs(o
     assert all((tmp_path / f).stat().st_size > 10_000 for f in figures)
     claims = json.loads((tmp_path / "claims.json").read_text())
     by_claim = {c["claim"]: c for c in claims}
-    assert by_claim["iterative: tickets keep the original's accuracy down to (percent)"]["paper"] == 2.8
-    assert all(c["n"] == 2 for c in claims if "ticket" in c["claim"])
+    back = next(c for c in paper.CLAIMS if c.key == "it_acc_back")  # "... as accurate as the original down to"
+    assert by_claim[back.text]["paper"] == back.value == 2.8
+    tickets = [int(c["n"].split()[0]) for c in claims if re.match(r"\d+ tickets", c["n"])]  # "2 tickets/level"
+    assert tickets and set(tickets) == {2}  # every ticket claim is over the runs' two tickets
 
 
 def _cli(*args, env_dir=REAL_DIR, module="experiments.mnist"):
@@ -256,7 +271,7 @@ def test_smoke_preset_end_to_end_through_the_command_line(tmp_path):
     assert "Dense_0 12,544, Dense_1 128, Dense_2 80 (total 12,752)" in out.stdout
     (run,) = store.find_runs(tmp_path, mode="oneshot")
     assert store.levels(run) == ["init", "p100", "p50"]
-    table = experiment.table(run)
+    table = mnist.table(run)
     assert [(r["level"], r["role"], r["trials"]) for r in table] == [
         (lv, role, 2) for lv in ("p100", "p50") for role in ("ticket", "reinit", "shuffle")]
     assert "p50" in out.stdout.splitlines()[-1]
@@ -264,7 +279,7 @@ def test_smoke_preset_end_to_end_through_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (["--mode=bogus"], "--mode"),
-    (["--levels=0,50"], "levels must be percentages"),
+    (["--levels=0,50"], "must be percentages"),
     (["--controls=3"], "--controls"),
 ])
 def test_bad_flags_give_a_one_line_error_and_a_nonzero_exit(args, says, tmp_path):

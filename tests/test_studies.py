@@ -1,8 +1,9 @@
-"""Section 6's parameter studies (experiments.studies): which groups each figure trains, how many
-trainings a pruning rate needs, and groups trained together in one vmapped program.
+"""Section 6's parameter studies: which groups each figure trains (experiments.studies), how many
+trainings a pruning rate needs, and groups of MNIST settings trained together in one vmapped
+program (lth_jax.runner.run_groups).
 
 Training here uses narrow networks (784-16-8-10), 100 iterations and synthetic data, so the
-file runs in seconds; the procedure is the driver's at every step.
+file runs in seconds; the procedure is the experiment's at every step.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 import pytest
 
 from experiments import studies
-from lth_jax import experiment, store
+from experiments.configs import studies as configs
+from lth_jax import mnist, results, runner, store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=0, shuffle=0,
@@ -35,6 +37,10 @@ def data():
         return jnp.asarray(x), jnp.asarray(np.argmax(x @ w, axis=1).astype(np.int32))
 
     return split(512), split(256)
+
+
+def _lotteries(*settings):
+    return [s.lottery() for s in settings]
 
 
 def _arrays(path):
@@ -56,23 +62,28 @@ def assert_same_training(got, want, test_examples=256):
 # ---------------------------------------------------------------- the studies' settings
 
 
+def about_5(rate):
+    """Trainings iterative pruning at ``rate`` needs for a ticket of about 5% (Figure 15's chains)."""
+    return mnist.trainings_to(configs.ABOUT_5_PERCENT, mnist.Settings(mode="iterative", rate=rate))
+
+
 def test_rates_need_the_papers_number_of_trainings_to_reach_about_five_percent():
     """Section 4.1: pruning 20% a round "until it is about 5% ... requires training the network 14 times";
     section 6.3: 10% a round "would require training the network 28 times"."""
-    assert studies.trainings_to_about_5(0.2)["trainings"] == 14
-    assert studies.trainings_to_about_5(0.1)["trainings"] == 28
-    counts = [studies.trainings_to_about_5(r)["trainings"] for r in studies.RATES]
+    assert about_5(0.2)["trainings"] == 14
+    assert about_5(0.1)["trainings"] == 28
+    counts = [about_5(r)["trainings"] for r in configs.RATES]
     assert counts == sorted(counts, reverse=True) and len(set(counts)) == len(counts)  # faster rates, fewer trainings
 
 
 def test_the_rate_chain_stops_at_the_first_level_under_the_threshold_and_not_before():
-    for rate in studies.RATES:
+    for rate in configs.RATES:
         s = studies.study_groups("rates", "iterative", "paper", rates=(rate,))[0].settings
-        levels = experiment.plan(s)
+        levels = mnist.plan(s)
         total = sum(levels[0].counts.values())
         overall = [100 * sum(lv.counts.values()) / total for lv in levels]
-        assert overall[-1] < studies.ABOUT_5_PERCENT <= overall[-2], rate
-        assert len(levels) - 1 == studies.trainings_to_about_5(rate)["trainings"]
+        assert overall[-1] < configs.ABOUT_5_PERCENT <= overall[-2], rate
+        assert len(levels) - 1 == about_5(rate)["trainings"]
 
 
 def test_paper_preset_groups_are_five_tickets_without_controls_at_the_papers_values():
@@ -90,13 +101,13 @@ def test_paper_preset_groups_are_five_tickets_without_controls_at_the_papers_val
 
 def test_a_study_group_lands_in_the_same_directory_as_the_same_settings_run_by_the_mnist_driver():
     s = studies.study_groups("init_std", "oneshot", "paper", stds=(0.4,))[0].settings
-    assert experiment.run_dir(s, "r") == experiment.run_dir(experiment.Settings(std=0.4, reinit=0, shuffle=0), "r")
+    assert mnist.run_dir(s, "r") == mnist.run_dir(mnist.Settings(std=0.4, reinit=0, shuffle=0), "r")
 
 
 def test_chunks_cover_every_trial_with_equal_programs_of_bounded_size():
     for n in (1, 5, 7, 35, 36):
         for per in (1, 3, 8, 100):
-            parts = studies.chunks(n, per)
+            parts = runner.chunks(n, per)
             assert len({p.size for p in parts}) == 1 and parts[0].size <= max(per, 1)
             assert sorted(set(np.concatenate(parts).tolist())) == list(range(n))
 
@@ -105,10 +116,10 @@ def test_chunks_cover_every_trial_with_equal_programs_of_bounded_size():
 
 
 def test_groups_trained_together_store_what_each_stores_alone(data, tmp_path):
-    a = experiment.Settings(mode="iterative", std=0.1, min_remaining=85.0, **TINY)
+    a = mnist.Settings(mode="iterative", std=0.1, min_remaining=85.0, **TINY)
     b = a.replace(std=0.2)
-    alone = experiment.run(a, data, tmp_path / "alone")
-    paths = studies.run_groups([a, b], data, tmp_path / "together")
+    alone = mnist.run(a, data, tmp_path / "alone")
+    paths = runner.run_groups(_lotteries(a, b), data, tmp_path / "together")
     assert paths[0].name == alone.name
     x, y = _arrays(alone), _arrays(paths[0])
     assert list(x) == list(y) == ["init", "r00", "r01"]
@@ -117,16 +128,17 @@ def test_groups_trained_together_store_what_each_stores_alone(data, tmp_path):
         assert_same_training(y[name].arrays, x[name].arrays)
     assert y["r01"].metrics["group"]["runs"] == 2 and y["r01"].metrics["group"]["trials"] == 4
     # resuming: nothing left to train
-    assert studies.run_groups([a, b], data, tmp_path / "together") == paths
+    assert runner.run_groups(_lotteries(a, b), data, tmp_path / "together") == paths
 
 
 def test_a_memory_budget_splits_the_trials_into_chunks_without_changing_results(data, tmp_path):
-    a = experiment.Settings(mode="oneshot", levels=(100, 50), **TINY)
+    a = mnist.Settings(mode="oneshot", levels=(100, 50), **TINY)
     b = a.replace(std=0.05)
-    whole = studies.run_groups([a, b], data, tmp_path / "whole", memory_budget_mb=1024)
-    per_trial_mb = studies.trial_bytes(a) / 2**20
+    whole = runner.run_groups(_lotteries(a, b), data, tmp_path / "whole", memory_budget_mb=1024)
+    lottery = a.lottery()
+    per_trial_mb = lottery.trainer.trial_bytes(lottery.network) / 2**20
     budget = int(2.5 * per_trial_mb) + 1  # room for two trials a program
-    small = studies.run_groups([a, b], data, tmp_path / "small", memory_budget_mb=budget)
+    small = runner.run_groups(_lotteries(a, b), data, tmp_path / "small", memory_budget_mb=budget)
     rec = store.load_level(small[1], "p50")
     assert rec.metrics["group"]["chunks"] == 2 and rec.metrics["group"]["trained_trials"] == 4
     for p, q in zip(whole, small, strict=True):
@@ -136,8 +148,8 @@ def test_a_memory_budget_splits_the_trials_into_chunks_without_changing_results(
 
 def test_identical_trials_of_different_groups_are_trained_once(data, tmp_path):
     """The unpruned round is the same network for every pruning rate: Figure 15 trains it once."""
-    groups = [experiment.Settings(mode="iterative", rate=r, min_remaining=60.0, **TINY) for r in (0.2, 0.5)]
-    paths = studies.run_groups(groups, data, tmp_path)
+    groups = [mnist.Settings(mode="iterative", rate=r, min_remaining=60.0, **TINY) for r in (0.2, 0.5)]
+    paths = runner.run_groups(_lotteries(*groups), data, tmp_path)
     r0 = [store.load_level(p, "r00") for p in paths]
     assert r0[0].metrics["group"]["unique_trials"] == 2 and r0[0].metrics["group"]["trials"] == 4
     np.testing.assert_array_equal(r0[0].arrays["curves/accuracy"], r0[1].arrays["curves/accuracy"])
@@ -147,11 +159,11 @@ def test_identical_trials_of_different_groups_are_trained_once(data, tmp_path):
 
 
 def test_a_diverging_group_is_recorded_with_its_step_and_does_not_touch_the_others(data, tmp_path):
-    healthy = experiment.Settings(mode="oneshot", levels=(100, 50), **TINY)
+    healthy = mnist.Settings(mode="oneshot", levels=(100, 50), **TINY)
     wild = healthy.replace(std=BLOW_UP)
     # the same program shape with a healthy group in the wild one's place: the reference, to the bit
-    calm = studies.run_groups([healthy, healthy.replace(std=0.05)], data, tmp_path / "calm")
-    paths = studies.run_groups([healthy, wild], data, tmp_path / "together")
+    calm = runner.run_groups(_lotteries(healthy, healthy.replace(std=0.05)), data, tmp_path / "calm")
+    paths = runner.run_groups(_lotteries(healthy, wild), data, tmp_path / "together")
     for name in ("p100", "p50"):
         ok, bad = store.load_level(paths[0], name), store.load_level(paths[1], name)
         ref = store.load_level(calm[0], name)
@@ -163,15 +175,21 @@ def test_a_diverging_group_is_recorded_with_its_step_and_does_not_touch_the_othe
         acc = bad.arrays["curves/accuracy"]
         for trial, step in enumerate(steps):  # no accuracy from the evaluation after the bad step on
             assert np.isnan(acc[trial, step // healthy.eval_every:]).all()
-        assert bad.metrics["roles"]["ticket"]["diverged"] == len(healthy.seeds)
+        tickets = bad.metrics["roles"]["ticket"]
+        if name == "p100":
+            assert tickets["diverged"] == len(healthy.seeds)
+        else:  # pruned from diverged originals: flagged and left out of the statistics, with a count
+            assert bad.metrics["pruned_from_diverged"] == list(healthy.seeds)
+            assert tickets["excluded_pruned_from_diverged"] == len(healthy.seeds) and tickets["trials"] == 0
         assert [t["diverged_at"] for t in bad.metrics["trials"]] == steps.tolist()
     # tables and plots say so
     manifest = studies.write_manifest(tmp_path / "together", "init_std", "oneshot", "smoke",
-                                      [studies.Group("std 0.1", healthy), studies.Group("std wild", wild)], "cmd")
-    st = studies.load_study(manifest)
+                                      [configs.Group("std 0.1", healthy), configs.Group("std wild", wild)], "cmd")
+    st = results.load_study(manifest)
     table = studies.markdown_table(st)
     wild_rows = [line for line in table.splitlines() if line.startswith("| std wild")]
-    assert len(wild_rows) == 2 and all("2/2 diverged** (step" in line for line in wild_rows)
+    assert len(wild_rows) == 2 and "2/2 diverged** (step" in wild_rows[0]  # p100
+    assert "diverged" in wild_rows[1]  # p50: pruned from the diverged originals
     assert not any("diverged**" in line for line in table.splitlines() if line.startswith("| std 0.1"))
     out = studies.plot_study(st, tmp_path / "fig.png", title="divergence")
     assert out.stat().st_size > 0

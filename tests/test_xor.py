@@ -1,0 +1,210 @@
+"""The XOR experiment (paper section 2) in the library (lth_jax.xor): how success is judged, the
+network it trains and its loss, the lines of Figures 1 and 2 as lotteries of the runner, and the
+sweep's fast full-batch training."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lth_jax import judges, masks, metrics, models, pruning, runner, train, trainers, xor
+
+X, Y = metrics.xor_data()
+
+
+def footnote2_net(n: float, output_sign: float = 1.0) -> dict:
+    """Footnote 2's two-unit solution: first layer [[n, -n], [-n, n]], output weights [1, 1],
+    output bias -n/2 (``output_sign=-1`` flips the output: the XNOR network)."""
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    return {"Dense_0": {"kernel": f32([[n, -n], [-n, n]]), "bias": f32([0, 0])},
+            "Dense_1": {"kernel": f32([[output_sign], [output_sign]]), "bias": f32([-output_sign * n / 2])}}
+
+
+def logits(params: dict, relu_grad_at_zero: float = 1.0) -> jax.Array:
+    """The XOR net's output logit on the four points (the sweep's forward pass)."""
+    return models.mlp_logits_trials_last(params, X, relu_grad_at_zero)[:, 0]
+
+
+def xor_loss(relu_grad_at_zero: float = 0.0, reduction: str = "mean") -> train.LossFn:
+    return trainers.sigmoid_ce_trials_last(models.xor_net(10, relu_grad_at_zero=relu_grad_at_zero), reduction)
+
+
+# ---------------------------------------------------------------- DB and ZL on hand-made networks
+
+
+def test_footnote2_network_with_large_n_finds_the_boundary_and_reaches_zero_loss():
+    z = logits(footnote2_net(100.0))
+    np.testing.assert_allclose(z, [-50, 50, 50, -50])
+    assert metrics.decision_boundary(z, Y)
+    assert metrics.zero_loss(z, Y, threshold=0.0)  # hard 0/1 outputs: the loss is exactly 0
+
+
+def test_footnote2_network_with_small_n_finds_the_boundary_but_not_zero_loss():
+    z = logits(footnote2_net(1.0))  # outputs sigmoid(+-0.5): right side, far from hard
+    assert metrics.decision_boundary(z, Y)
+    assert not metrics.zero_loss(z, Y, threshold=0.0)
+    assert not metrics.zero_loss(z, Y, threshold=1e-3)
+
+
+def test_zero_loss_threshold_asks_every_example_for_a_margin_of_about_log_1_over_t():
+    z = logits(footnote2_net(2 * 8.0))  # margin 8 on every point: loss ~ e^-8 = 3.4e-4
+    assert metrics.zero_loss(z, Y, threshold=1e-3)
+    assert not metrics.zero_loss(z, Y, threshold=1e-4)
+    z_one_weak = z.at[0].set(-4.0)  # one example with margin 4 (loss ~ 0.018) spoils ZL
+    assert not metrics.zero_loss(z_one_weak, Y, threshold=1e-3)
+
+
+def test_a_wrong_network_fails_the_boundary_and_zero_loss():
+    z = logits(footnote2_net(100.0, output_sign=-1.0))  # XNOR, confidently
+    assert not metrics.decision_boundary(z, Y)
+    assert not metrics.zero_loss(z, Y, threshold=1e-3)
+    three_of_four = jnp.array([-3.0, 3.0, -0.7, -3.0])  # the common local minimum: one point wrong
+    assert not metrics.decision_boundary(three_of_four, Y)
+
+
+def test_an_output_of_exactly_one_half_is_wrong_under_the_strict_rule_and_class_1_when_rounding():
+    z = jnp.array([-1.0, 0.0, 1.0, -1.0])  # (0,1) sits exactly on the boundary
+    assert not metrics.decision_boundary(z, Y, rule="strict")
+    assert metrics.decision_boundary(z, Y, rule="round")
+    dead = jnp.zeros(4)  # a network whose units all died outputs 0.5 everywhere
+    assert not metrics.decision_boundary(dead, Y, rule="strict")
+    assert not metrics.decision_boundary(dead, Y, rule="round")
+
+
+def test_the_experiments_judge_scores_each_trial_and_counts_per_role():
+    """XorSuccess (the sweep's defaults: every example's loss <= 5.62e-4, strict DB) on a stack of
+    footnote 2's nets: confident (margin 50), timid (margin 0.5) and XNOR."""
+    z = np.stack([logits(footnote2_net(n, sign)) for n, sign in ((100.0, 1.0), (1.0, 1.0), (100.0, -1.0))])
+    judge = xor.Settings().judge()
+    db, zl = judge.judge(z)
+    np.testing.assert_array_equal(db, [True, True, False])
+    np.testing.assert_array_equal(zl, [True, False, False])
+    trials = [runner.Trial("ticket", 0, 0), runner.Trial("ticket", 1, 0), runner.Trial("reinit", 0, 0)]
+    summary = judge.summarize({"logits": z}, trials)
+    assert summary["roles"] == {"ticket": {"trials": 2, "db": 2, "zl": 1}, "reinit": {"trials": 1, "db": 0, "zl": 0}}
+    assert summary["success_rule"] == {"zero_loss": 5.62e-4, "zero_loss_over": "every", "db_rule": "strict"}
+    with pytest.raises(ValueError, match="zero-loss reduction"):
+        judges.XorSuccess(over="median")
+
+
+# ---------------------------------------------------------------- the network and its loss
+
+
+def test_the_sweeps_forward_pass_is_the_flax_xor_net():
+    net = models.xor_net(10, relu_grad_at_zero=1.0)
+    params = models.init_params(net, jax.random.key(3), 2)
+    params = jax.tree.map(lambda a: a + 0.05, params)  # nonzero biases too
+    np.testing.assert_allclose(logits(params), net.apply({"params": params}, X)[:, 0], rtol=1e-6, atol=1e-6)
+
+
+def test_loss_is_the_sigmoid_cross_entropy_mean_or_sum_over_the_four_points():
+    params = models.init_params(models.xor_net(10), jax.random.key(4), 2)
+    ref = optax.sigmoid_binary_cross_entropy(logits(params), Y)
+    np.testing.assert_allclose(xor_loss(0.0, "mean")(params, (X, Y)), jnp.mean(ref), rtol=1e-6)
+    np.testing.assert_allclose(xor_loss(1.0, "sum")(params, (X, Y)), jnp.sum(ref), rtol=1e-6)
+
+
+def test_relu_derivative_at_zero_decides_whether_a_unit_dead_at_init_gets_a_first_gradient():
+    """Zero biases put every unit at exactly 0 on input (0, 0). A unit whose incoming weights are
+    both negative is below 0 on every other input: with relu'(0)=0 (jax, tf.nn.relu) it never
+    receives a gradient; with relu'(0)=1 (tf.maximum(x, 0)) the (0, 0) example moves its bias."""
+    f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+    params = {"Dense_0": {"kernel": f32([[0.1, -0.1], [0.1, -0.2]]), "bias": f32([0, 0])},
+              "Dense_1": {"kernel": f32([[0.1], [-0.1]]), "bias": f32([0])}}
+    dead_bias = lambda g: jax.grad(xor_loss(g))(params, (X, Y))["Dense_0"]["bias"][1]  # noqa: E731
+    assert dead_bias(0.0) == 0.0
+    assert dead_bias(1.0) != 0.0
+    np.testing.assert_array_equal(models.relu(1.0)(jnp.array([-1.0, 0.0, 2.0])), [0.0, 0.0, 2.0])
+    assert jax.grad(models.relu(1.0))(0.0) == 1.0 and jax.grad(models.relu(0.5))(0.0) == 0.5
+    assert jax.grad(models.relu(0.0))(0.0) == 0.0 and jax.grad(models.relu(1.0))(-1e-30) == 0.0
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_batched_training_gives_the_numbers_of_vmapped_training(opt):
+    """full_batch(batched=True), the sweep's fast path (trainers.FullBatch), trains each trial of a
+    stack (different widths, inits, masks) exactly as vmapping the one-trial trainer does."""
+    net = models.xor_net(10)
+    params = jax.vmap(lambda k: models.init_params(net, k, 2))(jax.random.split(jax.random.key(5), 6))
+    ones = masks.ones_like(jax.tree.map(lambda a: a[0], params))
+    m = jax.vmap(pruning.first_units, in_axes=(None, 0))(ones, jnp.array([10, 8, 6, 4, 2, 3]))
+    loss, optimizer = xor_loss(1.0), train.make_optimizer(opt, 0.05)
+    alone = jax.jit(jax.vmap(train.full_batch(loss, optimizer, 60), in_axes=(0, 0, None)))(params, m, (X, Y))
+    batched = jax.jit(train.full_batch(loss, optimizer, 60, batched=True))(params, m, (X, Y))
+    native = jax.jit(train.full_batch(loss, optimizer, 60, batched=True, loss_takes_trials=True))(params, m, (X, Y))
+    every = jax.jit(train.full_batch(loss, optimizer, 60, loss_every=20, batched=True))(params, m, (X, Y))
+    for other in (batched, native):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), alone, other)
+    np.testing.assert_array_equal(every[0]["Dense_0"]["kernel"], batched[0]["Dense_0"]["kernel"])
+    np.testing.assert_array_equal(every[1], batched[1][:, ::20])  # the loss before steps 0, 20, 40
+    pruned = np.asarray(~m["Dense_0"]["kernel"])
+    assert np.all(np.asarray(batched[0]["Dense_0"]["kernel"])[pruned] == 0.0)
+
+
+def test_the_loss_of_a_stack_with_a_trailing_trial_axis_is_each_trials_loss():
+    params = jax.vmap(lambda k: models.init_params(models.xor_net(10), k, 2))(jax.random.split(jax.random.key(6), 3))
+    loss = xor_loss(1.0)
+    last = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), params)
+    np.testing.assert_allclose(loss(last, (X, Y)), jax.vmap(loss, in_axes=(0, None))(params, (X, Y)), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the plan: Figures 1 and 2 as lotteries
+
+
+def test_the_plan_prunes_ten_units_two_at_a_time_down_to_the_smallest_ticket():
+    s = xor.Settings()
+    assert s.rounds() == [8, 6, 4, 2]
+    lines = xor.lotteries(s)
+    levels = {name: [lv.value for lv in runner.plan(lt)] for name, lt in lines.items()}
+    assert levels == {**{f"random/{w}": [w] for w in (10, 8, 6, 4, 2)}, "oneshot/product": [10, 4, 2],
+                      **{f"iterative/{h}": [10, 8, 6, 4, 2] for h in ("input", "output", "product")}}
+    for name, lt in lines.items():
+        assert lt.procedure.seeds == tuple(range(1000))  # every line: the same 1000 trials
+        for lv in runner.plan(lt):
+            roles = [t.role for t in runner.layout(lt.procedure, lv)]
+            # a reinit control for every 4- and 2-unit ticket, none for random nets or wider levels
+            with_control = not name.startswith("random/") and lv.value in s.ticket_units
+            assert roles == ["ticket"] * 1000 + ["reinit"] * (1000 if with_control else 0), (name, lv.name)
+    # The runner trains level i of every line together; the ten-unit originals (the first level
+    # of each Figure 2 line, the same networks as random/10) once: 27 trainings per trial.
+    per_level = [0] * 5
+    for lt in lines.values():
+        for i, lv in enumerate(runner.plan(lt)):
+            per_level[i] += len(runner.layout(lt.procedure, lv))
+    per_level[0] -= 4 * 1000
+    assert [n // 1000 for n in per_level] == xor.level_sizes(s) == [5, 5, 5, 6, 6]
+    assert xor.trainings(s) == sum(per_level) == 27_000
+
+
+@pytest.fixture(scope="module")
+def tiny_sweep(tmp_path_factory):
+    s = xor.Settings(trials=4, iterations=40, widths=(10, 2), heuristics=("product",), chunk=32)
+    return s, xor.run(s, tmp_path_factory.mktemp("xor"))
+
+
+def test_the_ten_unit_originals_are_trained_once_and_shared_by_figure_1_and_every_figure_2_line(tiny_sweep):
+    s, paths = tiny_sweep
+    assert list(paths) == ["random/10", "random/2", "oneshot/product", "iterative/product"]
+    first = {name: next(runner.records(path, arrays=True)) for name, path in paths.items()}
+    group = first["random/10"].metrics["group"]
+    assert group["trials"] == 4 * s.trials and group["unique_trials"] == 2 * s.trials  # random/2 is the other half
+    for name in ("oneshot/product", "iterative/product"):
+        np.testing.assert_array_equal(first[name].arrays["logits"], first["random/10"].arrays["logits"])
+    outcomes = xor.outcomes(s, paths)
+    tickets = [f"{line}/{u}{c}" for line in ("oneshot/product", "iterative/product") for u in (4, 2)
+               for c in ("", "/reinit")]
+    assert sorted(outcomes) == sorted(["random/10", "random/2", "iterative/product/8", "iterative/product/6", *tickets])
+    assert all(z.shape == (s.trials, 4) for z in outcomes.values())
+    seen = StepCounter()
+    assert xor.run(s, paths["random/10"].parent, progress=seen) == paths
+    assert seen.total == 0  # everything stored: a rerun trains nothing
+
+
+class StepCounter(runner.Progress):
+    """Counts the training steps the runner reports."""
+
+    def __init__(self):
+        self.total = 0
+
+    def steps(self, n):
+        self.total += n
