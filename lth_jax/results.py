@@ -228,7 +228,8 @@ def level_rows(run: Run) -> list[dict[str, Any]]:
         steps = [r["diverged_at"] for r in m["trials"] if r["role"] == "ticket" and r["diverged_at"] is not None]
         div = analysis.divergence_summary(np.asarray(steps + [-1] * (t["trials"] - len(steps))))
         row = {"level": m["level"], "percent_nominal": m["percent_nominal"], "percent_overall": m["percent_overall"],
-               "weights": m["weights_total"], "trials": t["trials"], "converged": t["converged"],
+               "weights": m["weights_total"], "converged": t["converged"],
+               "trials": t["trials"] + t.get("excluded_pruned_from_diverged", 0),
                "diverged": div["diverged"], "diverged_first_step": div["first_step"], "seconds": m.get("seconds")}
         for k in ("convergence_iteration", "convergence_accuracy", "final_accuracy"):
             row.update({f"{k}_{stat}": run.value(m, "ticket", k, stat) for stat in METRIC_STATS})

@@ -118,6 +118,14 @@ class Network:
         if self.output is not None:
             object.__setattr__(self, "output", tuple(self.output))
 
+    def hashed(self) -> dict[str, Any]:
+        """The network's part of a run's hash: ``spec`` or, when none is given, the module's own
+        description (its class and fields) and the input shape, so two different modules never
+        share a run directory by accident."""
+        if self.spec:
+            return thawed(self.spec)
+        return {"module": repr(self.module), "input_shape": list(self.input_shape)}
+
     def program(self) -> Any:
         """What decides the compiled training program: :attr:`architecture` or the module."""
         return (self.module if self.architecture is None else self.architecture, self.input_shape, self.output)
@@ -196,7 +204,12 @@ class Procedure:
             raise ValueError(f"min_remaining must be a percentage in (0, 100), not {self.min_remaining}")
 
     def hashed(self) -> dict[str, Any]:
-        return {"mode": self.mode, "seeds": list(self.seeds), "reinit": self.reinit, "shuffle": self.shuffle}
+        d = {"mode": self.mode, "seeds": list(self.seeds), "reinit": self.reinit, "shuffle": self.shuffle}
+        if self.control_levels is not None:  # the trial layout of a level depends on it
+            d["control_levels"] = list(self.control_levels)
+        if self.rounds is not None:
+            d["rounds"] = self.rounds
+        return d
 
     def controls_at(self, value: float) -> bool:
         return self.control_levels is None or float(value) in self.control_levels
@@ -319,13 +332,13 @@ class Lottery:
 
     def hashed(self) -> dict[str, Any]:
         """Everything that determines the trained numbers: the run directory's hash."""
-        return {**thawed(self.network.spec), **self.procedure.hashed(), **self.trainer.hashed(),
+        return {**self.network.hashed(), **self.procedure.hashed(), **self.trainer.hashed(),
                 **self.prune.hashed(self.procedure.mode), **self.keys.hashed(), "data": self.data}
 
     def unhashed(self) -> dict[str, Any]:
         p = self.procedure
         return {"levels": list(p.levels), "min_remaining": p.min_remaining, **self.judge.extra(),
-                **thawed(self.extra)}
+                "layers": [layer_name(x) for x in self.network.layers()], **thawed(self.extra)}
 
     def replace(self, **changes: Any) -> Lottery:
         return dataclasses.replace(self, **changes)

@@ -208,7 +208,9 @@ def level_sizes(s: Settings) -> list[int]:
 
 
 def trainings(s: Settings) -> int:
-    """Trainings the whole sweep runs (27,000 for the paper's 1000 trials)."""
+    """Trainings the sweep asks for (27,000 for the paper's 1000 trials). A run trains at most
+    this many: the runner trains identical trials once, e.g. two heuristics that keep the same
+    two units of the same original (``trainings_run_now`` in the sweep's JSON)."""
     return s.trials * sum(level_sizes(s))
 
 
