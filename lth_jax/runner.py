@@ -216,12 +216,19 @@ class Procedure:
 
 
 class Keys(Protocol):
-    """Where every random draw of a run comes from (traced inside the set-up programs)."""
+    """Where every random draw of a run comes from (traced inside the set-up programs).
+
+    The set-up programs are compiled once per *equal* key scheme, and what tells one stream
+    from another enters as a traced number (``init_code``, ``code``): schemes that differ only
+    in those compare equal (``dataclasses.field(compare=False)``) and share their programs."""
 
     def hashed(self) -> dict[str, Any]:
         """What distinguishes this derivation in the run's hash ({} for the paper's)."""
 
-    def init(self, seeds: jax.Array) -> jax.Array:
+    def init_code(self) -> int:
+        """The initial weights' stream as a number (a traced uint32 in the program)."""
+
+    def init(self, seeds: jax.Array, code: jax.Array) -> jax.Array:
         """(n,) keys of the originals' initial weights."""
 
     def batches(self, seeds: jax.Array, slot: jax.Array) -> jax.Array:
@@ -257,7 +264,10 @@ class SeedKeys:
     def hashed(self) -> dict[str, Any]:
         return {}  # the paper's derivation: nothing beyond the seeds enters the hash
 
-    def init(self, seeds: jax.Array) -> jax.Array:
+    def init_code(self) -> int:
+        return 0
+
+    def init(self, seeds: jax.Array, code: jax.Array) -> jax.Array:
         return jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(seeds)
 
     def batches(self, seeds: jax.Array, slot: jax.Array) -> jax.Array:
@@ -427,7 +437,8 @@ def _init_program(network: Network) -> Callable:
 def initial_params(lottery: Lottery, seeds: Sequence[int] | None = None) -> PyTree:
     """Initial weights of ``seeds`` (default: the procedure's), stacked on a leading axis."""
     seeds = lottery.procedure.seeds if seeds is None else tuple(seeds)
-    return _init_program(lottery.network)(_init_keys(lottery.keys)(jnp.asarray(seeds, jnp.uint32)))
+    keys = _init_keys(lottery.keys)(jnp.asarray(seeds, jnp.uint32), jnp.uint32(lottery.keys.init_code()))
+    return _init_program(lottery.network)(keys)
 
 
 @functools.lru_cache(maxsize=64)

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from lth_jax import judges, metrics, models, paper, pruning, rules, runner, trainers
@@ -144,8 +143,9 @@ class XorKeys:
 
     seed: int
     trials: int
-    init_stream: str = "original"
-    line: str = ""   # "oneshot/product", "iterative/input": names its controls' streams
+    # Names enter the programs as traced numbers, so the lines share their compiled set-up.
+    init_stream: str = dataclasses.field(default="original", compare=False)
+    line: str = dataclasses.field(default="", compare=False)  # "iterative/input": names its controls' streams
 
     def hashed(self) -> dict[str, Any]:
         return {"keys": "xor-streams", "seed": self.seed, "init_stream": self.init_stream, "line": self.line}
@@ -153,8 +153,11 @@ class XorKeys:
     def _stream(self, code: Any) -> jax.Array:
         return jax.random.split(jax.random.fold_in(jax.random.key(self.seed), code), self.trials)
 
-    def init(self, seeds: jax.Array) -> jax.Array:
-        return self._stream(jnp.uint32(zlib.crc32(self.init_stream.encode())))[seeds]
+    def init_code(self) -> int:
+        return zlib.crc32(self.init_stream.encode())
+
+    def init(self, seeds: jax.Array, code: jax.Array) -> jax.Array:
+        return self._stream(code)[seeds]
 
     def batches(self, seeds: jax.Array, slot: Any) -> jax.Array:
         # Full-batch training draws nothing; every trial gets the same (unused) key.
