@@ -46,29 +46,34 @@ class Settings:
     mode: str = field(default="oneshot", metadata=_help(
         "oneshot (section 3), iterative (section 4) or han (section 6.4: prune and keep training).",
         choices=MODES))
-    hidden: tuple[int, ...] = field(default=(300, 100), metadata=_help("Hidden layer widths (the paper: 300,100)."))
+    hidden: tuple[int, ...] = field(default=(300, 100),
+        metadata=_help("Hidden layer widths (the paper: 300,100).", min=1))
     std: float = field(default=0.1, metadata=_help(
-        "Standard deviation of the truncated-normal initialisation (the paper: 0.1)."))
+        "Standard deviation of the truncated-normal initialisation (the paper: 0.1).", above=0))
     optimizer: str = field(default="sgd", metadata=_help("sgd (the paper), momentum or adam.",
                                                           choices=("sgd", "momentum", "adam")))
-    lr: float = field(default=0.05, metadata=_help("Learning rate (the paper: SGD, 0.05)."))
-    batch_size: int = field(default=100, metadata=_help("Mini-batch size (the paper: 100)."))
-    iterations: int = field(default=50_000, metadata=_help("Training iterations per network (the paper: 50,000)."))
-    eval_every: int = field(default=100, metadata=_help("Test accuracy every this many iterations (the paper: 100)."))
-    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4), metadata=_help("Seeds of the winning tickets."))
-    reinit: int = field(default=3, metadata=_help("Control 1: randomly reinitialised copies per ticket (3)."))
-    shuffle: int = field(default=3, metadata=_help("Control 2: shuffled copies per ticket (3)."))
+    lr: float = field(default=0.05, metadata=_help("Learning rate (the paper: SGD, 0.05).", above=0))
+    batch_size: int = field(default=100, metadata=_help("Mini-batch size (the paper: 100).", min=1))
+    iterations: int = field(default=50_000,
+        metadata=_help("Training iterations per network (the paper: 50,000).", min=1))
+    eval_every: int = field(default=100,
+        metadata=_help("Test accuracy every this many iterations (the paper: 100).", min=1))
+    seeds: tuple[int, ...] = field(default=(0, 1, 2, 3, 4),
+        metadata=_help("Seeds of the winning tickets.", min=0, unique=True))
+    reinit: int = field(default=3, metadata=_help("Control 1: randomly reinitialised copies per ticket (3).", min=0))
+    shuffle: int = field(default=3, metadata=_help("Control 2: shuffled copies per ticket (3).", min=0))
     rate: float = field(default=0.2, metadata=_help(
-        "Iterative/han: fraction of each hidden layer's remaining weights pruned a round."))
+        "Iterative/han: fraction of each hidden layer's remaining weights pruned a round.", above=0, below=1))
     output_rate_factor: float = field(default=0.5, metadata=_help(
-        "The output layer is pruned at this fraction of the hidden rate."))
+        "The output layer is pruned at this fraction of the hidden rate.", min=0, max=1))
     levels: tuple[float, ...] = field(default=(100, 90, 75, 55, 40, 35, 25, 15, 10, 7.5, 5, 3.5, 2), metadata=_help(
-        "One-shot: percents of each hidden layer to keep, e.g. 100,75,35,5."))
+        "One-shot: percents of each hidden layer to keep, e.g. 100,75,35,5.", above=0, max=100))
     min_remaining: float = field(default=1.0, metadata=_help(
-        "Iterative/han: stop after the first level under this percent of all weights."))
-    average_over: int = field(default=1000, metadata=_help("Footnote 5: moving-average window in iterations."))
-    stable_for: int = field(default=1000, metadata=_help("Footnote 5: iterations the average must stay put."))
-    tolerance: float = field(default=0.002, metadata=_help("Footnote 5: allowed change of the moving average."))
+        "Iterative/han: stop after the first level under this percent of all weights.", above=0, below=100))
+    average_over: int = field(default=1000, metadata=_help("Footnote 5: moving-average window in iterations.", min=1))
+    stable_for: int = field(default=1000, metadata=_help("Footnote 5: iterations the average must stay put.", min=1))
+    tolerance: float = field(default=0.002,
+        metadata=_help("Footnote 5: allowed change of the moving average.", above=0))
 
     def __post_init__(self) -> None:
         # Normalise types so equal settings hash equally (100 vs 100.0, list vs tuple).

@@ -58,29 +58,31 @@ def _help(text: str, **more: Any) -> dict[str, Any]:
 class Settings:
     """Everything that determines the XOR numbers (defaults: calibrated, see the module docstring)."""
 
-    trials: int = field(default=1000, metadata=_help("Networks per setting (the paper: 1000)."))
-    seed: int = field(default=0, metadata=_help("Seed of every random draw; same flags, same numbers."))
-    iterations: int = field(default=10_000, metadata=_help("Full-batch training iterations (the paper: 10,000)."))
+    trials: int = field(default=1000, metadata=_help("Networks per setting (the paper: 1000).", min=1))
+    seed: int = field(default=0, metadata=_help("Seed of every random draw; same flags, same numbers.", min=0))
+    iterations: int = field(default=10_000,
+        metadata=_help("Full-batch training iterations (the paper: 10,000).", min=1))
     optimizer: str = field(default="adam", metadata=_help("Optimiser (not given by the paper; calibrated).",
                                                            choices=("sgd", "momentum", "adam")))
-    lr: float = field(default=0.001, metadata=_help("Learning rate (not given by the paper; calibrated)."))
+    lr: float = field(default=0.001, metadata=_help("Learning rate (not given by the paper; calibrated).", above=0))
     relu_grad_at_zero: float = field(default=1.0, metadata=_help(
-        "Derivative of ReLU at exactly 0: 0 as tf.nn.relu/jax/PyTorch, 1 as tf.maximum(x, 0)."))
+        "Derivative of ReLU at exactly 0: 0 as tf.nn.relu/jax/PyTorch, 1 as tf.maximum(x, 0).", min=0, max=1))
     loss: str = field(default="mean", metadata=_help("Cross-entropy over the 4 points: mean or sum.", choices=LOSSES))
-    std: float = field(default=0.1, metadata=_help("Standard deviation of the truncated-normal initial weights."))
-    hidden: int = field(default=10, metadata=_help("Hidden units of the original networks."))
-    widths: tuple[int, ...] = field(default=(10, 8, 6, 4, 2), metadata=_help("Hidden widths of Figure 1."))
-    ticket_units: tuple[int, ...] = field(default=(4, 2), metadata=_help("Ticket sizes of Figure 2."))
-    prune_step: int = field(default=2, metadata=_help("Units removed per iterative round."))
+    std: float = field(default=0.1,
+        metadata=_help("Standard deviation of the truncated-normal initial weights.", above=0))
+    hidden: int = field(default=10, metadata=_help("Hidden units of the original networks.", min=2))
+    widths: tuple[int, ...] = field(default=(10, 8, 6, 4, 2), metadata=_help("Hidden widths of Figure 1.", min=1))
+    ticket_units: tuple[int, ...] = field(default=(4, 2), metadata=_help("Ticket sizes of Figure 2.", min=1))
+    prune_step: int = field(default=2, metadata=_help("Units removed per iterative round.", min=1))
     heuristics: tuple[str, ...] = field(default=HEURISTICS, metadata=_help(
-        "Iterative unit-pruning heuristics: input, output, product.", choices=HEURISTICS))
+        "Iterative unit-pruning heuristics: input, output, product.", choices=HEURISTICS, unique=True))
     oneshot_heuristic: str = field(default="product", metadata=_help("Heuristic of the one-shot row.",
                                                                       choices=HEURISTICS))
     reinit: bool = field(default=True, metadata=_help("Also train every ticket's reinitialised control."))
-    chunk: int = field(default=2500, metadata=_help("Trials per compiled training call."))
+    chunk: int = field(default=2500, metadata=_help("Trials per compiled training call.", min=1))
     zero_loss: float = field(default=5.62e-4, metadata=_help(
         "ZL threshold: every example's cross-entropy (float32, from sigmoid outputs) at most this; "
-        "0 means hard 0/1 outputs."))
+        "0 means hard 0/1 outputs.", min=0))
     zero_loss_over: str = field(default="every", metadata=_help(
         "ZL judged on every example's loss or on their mean (the training loss).", choices=ZL_OVER))
     db_rule: str = field(default="strict", metadata=_help(

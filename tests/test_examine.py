@@ -9,8 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments import examine
-from lth_jax import analysis, data, experiment
+from lth_jax import analysis, data, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = os.environ.get(data.MNIST_DIR_ENV)
@@ -24,9 +23,9 @@ def cli(*args, env_extra=None):
 
 def test_chain_stops_at_the_papers_rounds_for_its_levels():
     # 80%, 51.2%, 16.8%, 5.5% are rounds 1, 3, 8 and 13 of pruning 20% of each hidden layer a round
-    settings, wanted = examine.plan_rounds(experiment.Settings(mode="iterative"), [1.0, 0.8, 0.512, 0.168, 0.055])
+    settings, wanted = mnist.rounds_for(mnist.Settings(mode="iterative"), [1.0, 0.8, 0.512, 0.168, 0.055])
     assert wanted == [0, 1, 3, 8, 13]
-    assert experiment.plan(settings)[-1].name == "r13"   # 14 trainings: the chain stops at 5.5%, not at 1%
+    assert mnist.plan(settings)[-1].name == "r13"   # 14 trainings: the chain stops at 5.5%, not at 1%
 
 
 def test_examine_summarises_hand_made_chain():
@@ -41,7 +40,7 @@ def test_examine_summarises_hand_made_chain():
     sparse = {"Dense_0": {"kernel": np.abs(init["Dense_0"]["kernel"]) > std, "bias": full["Dense_0"]["bias"]},
               "Dense_1": {"kernel": full["Dense_1"]["kernel"].copy(), "bias": full["Dense_1"]["bias"]}}
     sparse["Dense_1"]["kernel"][:, 3, :] = False
-    out = examine.examine(init, {1.0: full, 0.3: sparse}, fig9=[1.0, 0.25], fig10=[0.25], std=std, bins=8)
+    out = analysis.section5(init, {1.0: full, 0.3: sparse}, fig9=[1.0, 0.25], fig10=[0.25], std=std, bins=8)
     low = out["figure9"][1]
     assert low["remaining"] == 0.3 and low["layers"]["Dense_0"]["fraction_within"] == 0.0
     assert out["figure9"][0]["layers"]["Dense_0"]["n"] == runs * 8 * 4
