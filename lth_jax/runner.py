@@ -699,6 +699,9 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
     first = lotteries[0]
     plans = [plan(lt) for lt in lotteries]
     inits: list[Any] = [None] * len(lotteries)
+    for g, (lt, path) in enumerate(zip(lotteries, paths, strict=True)):
+        if store.problem(path, INIT):  # every record is verified on resume, the initial weights too
+            inits[g] = stored_init(lt, path, progress)
     depth = max(len(p) for p in plans)
     for i in range(depth):
         todo = []
