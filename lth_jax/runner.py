@@ -474,10 +474,14 @@ def _builder(network: Network, n: int, n_re: int, n_sh: int, han: bool, quick: b
     def repeat(x, count):  # each seed's entry ``count`` times, seed-major
         return jax.tree.map(lambda a: a[jnp.repeat(jnp.arange(n), count)], x)
 
-    def build(init, masks, chain, reinit_keys, shuffle_keys):
+    def build(init, masks, chain, reinit_keys, shuffle_keys, fresh):
         p, m = jax.vmap(transforms.rewind)(init, masks)
         params_l, masks_l = [p], [m]
-        if n_re:
+        if n_re and fresh is not None:  # drawn beforehand by the (cached) initialisation program
+            p, m = jax.vmap(lambda f, mm: transforms.reinit(None, lambda _: f, mm))(fresh, repeat(masks, n_re))
+            params_l.append(p)
+            masks_l.append(m)
+        elif n_re:
             p, m = jax.vmap(lambda k, mm: transforms.reinit(k, network.init, mm))(reinit_keys, repeat(masks, n_re))
             params_l.append(p)
             masks_l.append(m)
@@ -507,7 +511,10 @@ def build_trials(lottery: Lottery, init: PyTree, masks: PyTree, level: Level,
     reinit_keys, shuffle_keys, batch_keys = _key_program(lottery.keys, p.seeds, n_re, n_sh, han)(
         jnp.uint32(lottery.keys.code(level)))
     build = _builder(lottery.network, len(p.seeds), n_re, n_sh, han, lottery.quick_setup)
-    params, trial_masks = build(init, masks, chain, reinit_keys, shuffle_keys)
+    # Without quick set-up the control draws are the initialisation program's own (full optimisation,
+    # compiled once per network and trial count), as the XOR sweep's were.
+    fresh = _init_program(lottery.network)(reinit_keys) if n_re and not lottery.quick_setup else None
+    params, trial_masks = build(init, masks, chain, reinit_keys, shuffle_keys, fresh)
     return params, trial_masks, batch_keys
 
 
