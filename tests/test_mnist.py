@@ -279,7 +279,7 @@ def test_smoke_preset_end_to_end_through_the_command_line(tmp_path):
 
 @pytest.mark.parametrize("args, says", [
     (["--mode=bogus"], "--mode"),
-    (["--levels=0,50"], "must be percentages"),
+    (["--levels=0,50"], "--levels: must be > 0"),
     (["--controls=3"], "--controls"),
 ])
 def test_bad_flags_give_a_one_line_error_and_a_nonzero_exit(args, says, tmp_path):
