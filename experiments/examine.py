@@ -22,9 +22,9 @@ import jax
 import numpy as np
 
 from experiments import cli
-from experiments.configs.examine import PRESETS
+from experiments.configs.examine import PRESETS, window
 from experiments.progress import LevelBars
-from lth_jax import analysis, data, mnist, paper, store
+from lth_jax import analysis, data, mnist, paper, runner, store
 
 FLAGS = cli.FLAGS
 FIXED = ("mode", "seeds", "reinit", "shuffle", "levels", "min_remaining", "average_over", "stable_for", "tolerance")
@@ -33,7 +33,7 @@ FIXED = ("mode", "seeds", "reinit", "shuffle", "levels", "min_remaining", "avera
 def define() -> None:
     cli.define_preset_flag(PRESETS, "cpu")
     p = PRESETS["cpu"]
-    cli.define_flags(mnist.Settings, {k: v for k, v in p.items() if k != "seeds"}, skip=FIXED)
+    cli.define_flags(mnist.Settings, p, skip=FIXED)
     cli.define_seed_flags(p["seeds"])
     cli.define_flag("fig9_levels", tuple[float, ...], tuple(v / 100 for v in paper.FIGURE9_LEVELS),
                     "Fractions remaining shown in Figure 9.", above=0, max=1)
@@ -52,25 +52,21 @@ def define() -> None:
 
 def settings_from_flags() -> mnist.Settings:
     """The iterative chain the flags describe: tickets only, no controls; footnote 5's windows are
-    multiples of eval_every (convergence is not used here)."""
+    multiples of eval_every (convergence is not used here). Validated before any data is read."""
     p = cli.preset(PRESETS)
-    every = cli.given("eval_every", p["eval_every"])
-    window = max(1000 // every, 1) * every
-    return cli.settings_from_flags(mnist.Settings, {k: v for k, v in p.items() if k != "seeds"}, skip=FIXED,
-                                   values={"mode": "iterative", "seeds": cli.seeds_from_flags(p["seeds"]),
-                                           "reinit": 0, "shuffle": 0, "average_over": window, "stable_for": window})
+    w = window(cli.given("eval_every", p["eval_every"]))
+    return cli.settings_from_flags(mnist.Settings, p, skip=FIXED, values={
+        "mode": "iterative", "seeds": cli.seeds_from_flags(p["seeds"]), "reinit": 0, "shuffle": 0,
+        "average_over": w, "stable_for": w})
 
 
-def chain_from_store(path: Path, settings: mnist.Settings, wanted: list[int]) -> dict[float, Any]:
-    """Each wanted round's ticket masks, by nominal fraction remaining."""
-    chain = {}
-    for r in wanted:
-        name = f"r{r:02d}"
-        if not store.done(path, name):
-            raise cli.UsageError(f"round {r} ({name}) is not stored in {path}; run without --analyse_only / "
-                                 "--from_run to train it")
-        chain[(1 - settings.rate) ** r] = store.subtree(store.load_level(path, name).arrays, "masks")
-    return chain
+def stored_round(path: Path, level: runner.Level, arrays: bool = True) -> store.Record:
+    """One round of the chain, verified; a round that is not there (or damaged) is one line naming it."""
+    try:
+        return store.load_level(path, level.name, arrays=arrays)
+    except store.NotStored:
+        raise store.StoreError(f"{path}: round {level.order} ({level.name}) is not stored; run without "
+                               "--analyse_only / --from_run to train it") from None
 
 
 def run() -> None:
@@ -88,7 +84,9 @@ def run() -> None:
             bars = LevelBars(len(mnist.plan(settings)), FLAGS.progress)
             path = mnist.run(settings, mnist.device_data(data.mnist(FLAGS.mnist_dir)), FLAGS.runs_dir, progress=bars)
             bars.close()
-    chain = chain_from_store(path, settings, wanted)
+    levels = mnist.plan(settings)
+    # each wanted round's ticket masks, named by the hidden layers' nominal fraction remaining
+    chain = {(1 - settings.rate) ** r: store.subtree(stored_round(path, levels[r]).arrays, "masks") for r in wanted}
     init = jax.device_get(mnist.initial_params(settings))
     out_dir = Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,13 +94,13 @@ def run() -> None:
     plot = summary.pop("_plot")
     runs = len(settings.seeds)
     note = f"{runs} runs, {settings.iterations:,} iterations/round"
-    if settings.iterations != PRESETS["paper"]["iterations"]:
-        note += " (paper: 50,000)"
+    if settings.iterations != paper.MNIST.iterations:
+        note += f" (paper: {paper.MNIST.iterations:,})"
     plot_figure9(plot["figure9"], settings.std, out_dir / "figure9.png", note)
     plot_figure10(plot["figure10"], out_dir / "figure10.png", runs, note)
     rounds = []
     for r in range(max(wanted) + 1):
-        m = store.load_level(path, f"r{r:02d}", arrays=False).metrics
+        m = stored_round(path, levels[r], arrays=False).metrics
         rounds.append({"round": r, "remaining_nominal": m["percent_nominal"] / 100,
                        "remaining_overall": m["percent_overall"] / 100,
                        "final_accuracy": m["roles"]["ticket"]["final_accuracy"],

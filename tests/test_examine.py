@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lth_jax import analysis, data, mnist
+from lth_jax import analysis, data, mnist, paper
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = os.environ.get(data.MNIST_DIR_ENV)
@@ -52,29 +52,64 @@ def test_examine_summarises_hand_made_chain():
     assert len(edges) == 9 and edges[0] == -2 * std
 
 
-@pytest.mark.parametrize("flag", ["--runs=0", "--fig9_levels=half"])
-def test_bad_flags_give_one_line_error(flag):
-    res = cli(flag, "--analyse_only", "--runs_dir=/nonexistent")
-    assert res.returncode != 0
-    assert res.stderr.strip().splitlines()[-1].startswith("examine: error:")
-    assert "Traceback" not in res.stderr
+NO_MNIST = {data.MNIST_DIR_ENV: "/nonexistent/mnist"}   # a driver that read MNIST first would fail with a data error
+TINY = ("--seeds=2", "--iterations=100", "--eval_every=50", "--hidden=16,8")
+
+
+@pytest.mark.parametrize(("flag", "name"), [
+    ("--seeds=0", "--seeds"), ("--runs=0", "--seeds"), ("--eval_every=0", "--eval_every"), ("--std=nan", "--std"),
+    ("--lr=0", "--lr"), ("--rate=1", "--rate"), ("--bins=0", "--bins"), ("--fig9_levels=half", "--fig9_levels"),
+    ("--fig10_levels=0.8,1.5", "--fig10_levels"), ("--fig9_levels=", "--fig9_levels"),
+    ("--iterations=120", "--iterations"),   # not a multiple of --eval_every=50
+])   # an old name (--runs) is an alias: the line names the flag it sets
+def test_a_bad_flag_is_refused_in_one_line_before_mnist_is_read(flag, name, tmp_path):
+    res = cli(*TINY, flag, f"--runs_dir={tmp_path}", env_extra=NO_MNIST)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 1 and lines[0].startswith("examine: error: ") and name in lines[0], res.stderr
+
+
+def test_the_old_flag_names_still_run_and_a_missing_round_is_one_line(tmp_path):
+    # --runs/--steps/--learning_rate/--seed are the documented names of before; nothing stored: exit 1, no training
+    res = cli("--runs=2", "--steps=100", "--eval_every=50", "--learning_rate=0.1", "--seed=3", "--hidden=16,8",
+              "--analyse_only", f"--runs_dir={tmp_path}", env_extra=NO_MNIST)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert len(lines) == 1 and "round 0 (r00) is not stored" in lines[0] and str(tmp_path) in lines[0], res.stderr
+
+
+def test_from_run_must_name_a_stored_run(tmp_path):
+    res = cli(f"--from_run={tmp_path}")
+    assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr
+    assert "settings.json" in res.stderr.strip().splitlines()[-1]
 
 
 @pytest.mark.skipif(not REAL_DIR, reason=f"set {data.MNIST_DIR_ENV} to a folder with the four MNIST .gz files")
 def test_cli_end_to_end_on_a_tiny_chain_and_resume(tmp_path):
-    args = ["--runs=2", "--steps=100", "--eval_every=100", "--hidden=20,10", "--fig9_levels=1.0,0.64",
-            "--fig10_levels=0.8,0.64", f"--runs_dir={tmp_path / 'runs'}"]
+    args = [*TINY, "--fig9_levels=1.0,0.64", "--fig10_levels=0.8,0.64", f"--runs_dir={tmp_path / 'runs'}",
+            "--noprogress"]
     first = cli(*args, f"--out_dir={tmp_path / 'a'}")
     assert first.returncode == 0, first.stderr[-2000:]
     for name in ("figure9.png", "figure10.png", "examine.json"):
         assert (tmp_path / "a" / name).stat().st_size > 0
     summary = json.loads((tmp_path / "a" / "examine.json").read_text())
     assert [round(lv["remaining"], 2) for lv in summary["figure9"]] == [1.0, 0.64]
+    assert [r["round"] for r in summary["rounds"]] == [0, 1, 2]   # the chain stops right after 64% (round 2)
+    assert summary["settings"]["seeds"] == [0, 1] and summary["settings"]["reinit"] == 0
+    assert summary["paper"] == paper.SECTION5
     unpruned = summary["figure9"][0]["layers"]["Dense_0"]
     assert abs(unpruned["fraction_within"] - analysis.truncated_normal_share()) < 4 * unpruned["se"]
-    assert summary["figure10"][0]["layers"]["Dense_1"]["units"] == 2 * 10
-    # everything is stored: analysing again trains nothing and gives the same numbers
-    again = cli(*args, f"--out_dir={tmp_path / 'b'}", "--analyse_only")
+    assert summary["figure10"][0]["layers"]["Dense_1"]["units"] == 2 * 8
+    # everything is stored: analysing again (the run directory by name) trains nothing, gives the same numbers
+    again = cli(f"--from_run={summary['run_dir']}", "--fig9_levels=1.0,0.64", "--fig10_levels=0.8,0.64",
+                f"--out_dir={tmp_path / 'b'}", env_extra=NO_MNIST)
     assert again.returncode == 0, again.stderr[-2000:]
     second = json.loads((tmp_path / "b" / "examine.json").read_text())
-    assert {k: v for k, v in second.items() if k != "command"} == {k: v for k, v in summary.items() if k != "command"}
+    same = ("command",)
+    assert {k: v for k, v in second.items() if k not in same} == {k: v for k, v in summary.items() if k not in same}
+    # a damaged round is refused in one line naming the file, never used
+    npz = Path(summary["run_dir"]) / "r02.npz"
+    npz.write_bytes(npz.read_bytes()[: npz.stat().st_size // 2])
+    bad = cli(*args, f"--out_dir={tmp_path / 'c'}", "--analyse_only", env_extra=NO_MNIST)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr, bad.stderr
+    assert "r02" in bad.stderr.strip().splitlines()[-1]
