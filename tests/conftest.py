@@ -46,3 +46,18 @@ def params_like():
 def lenet_params():
     """LeNet-300-100 (784-300-100-10, section 3.1) at the paper's init: 266,200 weights."""
     return draw_params([784, 300, 100, 10], seed=0)
+
+
+def synthetic_mnist(train: int = 512, test: int = 256, seed: int = 0):
+    """Learnable synthetic 'images' in MNIST's layout: the label is the argmax of a fixed linear
+    map of the (binary) pixels. Returns ``((train_x, train_y), (test_x, test_y))`` on the device."""
+    import jax.numpy as jnp
+
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((784, 10)).astype(np.float32)
+
+    def split(n):
+        x = (rng.random((n, 784)) > 0.8).astype(np.float32)
+        return jnp.asarray(x), jnp.asarray(np.argmax(x @ w, axis=1).astype(np.int32))
+
+    return split(train), split(test)

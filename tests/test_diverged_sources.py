@@ -3,8 +3,7 @@ table, and left out of the means with a count."""
 
 from __future__ import annotations
 
-import jax.numpy as jnp
-import numpy as np
+from conftest import synthetic_mnist
 
 from lth_jax import mnist, store
 
@@ -13,14 +12,7 @@ TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=
 
 
 def _data():
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((784, 10)).astype(np.float32)
-
-    def split(n):
-        x = (rng.random((n, 784)) > 0.8).astype(np.float32)
-        return jnp.asarray(x), jnp.asarray(np.argmax(x @ w, axis=1).astype(np.int32))
-
-    return split(256), split(128)
+    return synthetic_mnist(256, 128)
 
 
 def test_tickets_pruned_from_diverged_originals_are_flagged_and_left_out_of_the_means(tmp_path):

@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import jax.numpy as jnp
-import numpy as np
 import pytest
+from conftest import synthetic_mnist
 
 from lth_jax import mnist, runner, xor
 from tests.golden.digest import digest_run
@@ -19,14 +18,7 @@ TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((784, 10)).astype(np.float32)
-
-    def split(n):
-        x = (rng.random((n, 784)) > 0.8).astype(np.float32)
-        return jnp.asarray(x), jnp.asarray(np.argmax(x @ w, axis=1).astype(np.int32))
-
-    return split(256), split(128)
+    return synthetic_mnist(256, 128)
 
 
 class Notes(runner.Progress):

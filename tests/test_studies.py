@@ -12,9 +12,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import synthetic_mnist
 
 from experiments import studies
 from experiments.configs import studies as configs
@@ -28,15 +28,7 @@ BLOW_UP = 1e8  # an initialisation whose logits overflow float32 within two step
 
 @pytest.fixture(scope="module")
 def data():
-    """Learnable synthetic 'images': the label is the argmax of a fixed linear map of the pixels."""
-    rng = np.random.default_rng(0)
-    w = rng.standard_normal((784, 10)).astype(np.float32)
-
-    def split(n):
-        x = (rng.random((n, 784)) > 0.8).astype(np.float32)
-        return jnp.asarray(x), jnp.asarray(np.argmax(x @ w, axis=1).astype(np.int32))
-
-    return split(512), split(256)
+    return synthetic_mnist(512, 256)
 
 
 def _lotteries(*settings):

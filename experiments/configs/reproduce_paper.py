@@ -6,14 +6,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from experiments.configs.examine import PRESETS as EXAMINE_PRESETS
+from experiments.configs.examine import window
 from experiments.configs.mnist import PRESETS as MNIST_PRESETS
 from experiments.configs.studies import FIGURES, PAPER_MODES, study_groups
 from lth_jax import cost, mnist, store
 
 PRESETS = ("paper", "cpu", "smoke")
 STEPS = ("xor", "oneshot", "iterative", "examine", "studies", "han")
-# experiments.examine at each preset: (seeds, iterations a round, eval_every); smoke is ours.
-EXAMINE = {"paper": (10, 50_000, 100), "cpu": (10, 500, 500), "smoke": (2, 200, 100)}
+# experiments.examine at each preset (its own presets; smoke is ours): (seeds, iterations a round, eval_every).
+EXAMINE = {**{k: (v["seeds"], v["iterations"], v["eval_every"]) for k, v in EXAMINE_PRESETS.items()},
+           "smoke": (2, 200, 100)}
 XOR_TRIALS = {"paper": 1000, "cpu": 1000, "smoke": 100}
 XOR_SECONDS = 60.0  # issue 2's target for the whole XOR sweep on 2 CPU cores, unless a stored sweep says
 
@@ -44,9 +47,8 @@ def mnist_settings(preset: str, mode: str, controls: tuple[int, int] | None = No
 def examine_settings(preset: str) -> mnist.Settings:
     """The iterative chain experiments.examine trains (tickets only, down to the 5.5% round)."""
     runs, iterations, every = EXAMINE[preset]
-    window = max(1000 // every, 1) * every
     s = mnist.Settings(mode="iterative", seeds=tuple(range(runs)), reinit=0, shuffle=0, iterations=iterations,
-                       eval_every=every, average_over=window, stable_for=window)
+                       eval_every=every, average_over=window(every), stable_for=window(every))
     return mnist.rounds_for(s, [1.0, 0.8, 0.512, 0.168, 0.055])[0]
 
 
