@@ -244,6 +244,13 @@ def _xor_section(xor: dict[str, Any], fig: int) -> list[str]:
             [(_esc(r["setting"]), _pc(r["db"], r["db_se"]), _pc(r["paper_db"]), _pc(r["zl"], r["zl_se"]),
               _pc(r["paper_zl"]), f"{r['n_db']} / {r['n_zl']}") for r in xor["rows"] if r.get("table") == table])
         L.append("")
+    fid = xor.get("fidelity") or xor_experiment.fidelity(xor["rows"])  # older sweeps stored no fidelity
+    if fig == 2:
+        L += [f"Fidelity: {fid['within']} of the paper's {fid['total']} cells of Figures 1-2 lie within "
+              f"{fid.get('limit_se', xor_experiment.FIDELITY_SE):g} combined binomial SEs of ours; outside: "
+              + "; ".join(f"{c['metric']} {_esc(c['setting'])} {c['ours']:.1f} vs {c['paper']:.1f} "
+                          f"({c['gap_in_se']:+.1f} SE)" for c in fid["cells"] if not c["within"])
+              + ". Their measured causes: WORKSPACE.md, benchmarks/xor_causes.md.", ""]
     if fig == 2 and xor.get("claims"):
         holds = {True: "yes", False: "**no**", None: "n/a"}
         L += ["The paper's qualitative claims (a vs b, gap in combined standard errors):", ""] + _table(

@@ -85,6 +85,16 @@ def format_tables(res: dict[str, Any], s: xor.Settings) -> str:
     block("Figure 2 (paper's form): % of ALL trials where the original AND the ticket succeeded", "figure2")
     block("Conditional (footnote 4): % of trials whose original succeeded; controls beside "
           "(paper column = its joint / its original)", "conditional")
+    fid = res.get("fidelity")
+    if fid:
+        lines.append(f"Fidelity: {fid['within']} of the paper's {fid['total']} cells of Figures 1-2 within "
+                     f"{fid['limit_se']:g} combined SEs (footnote 4's conditional cells: {fid['conditional_within']} "
+                     f"of {len(fid['conditional'])}). Outside:")
+        for c in fid["cells"]:
+            if not c["within"]:
+                lines.append(f"  {c['metric']} {c['setting'][:60]}: {c['ours']:.1f} vs {c['paper']:.1f} "
+                             f"({c['gap_in_se']:+.1f} SE)")
+        lines.append("")
     lines.append("Claims (a vs b; gap in combined SEs):")
     for c in res["claims"]:
         verdict = {True: "holds", False: "FAILS", None: " n/a "}[c["holds"]]

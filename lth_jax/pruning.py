@@ -21,7 +21,7 @@ Unit functions work on one network (no trial axis): vmap them over trials.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import jax
@@ -146,7 +146,7 @@ def _axes_but(ndim: int, keep: int) -> tuple[int, ...]:
 
 
 def unit_scores(params: PyTree, masks: PyTree, heuristic: Heuristic, layer: int | LayerRef = 0, *,
-                order: Order = None) -> jax.Array:
+                order: Order = None, with_bias: bool = False) -> jax.Array:
     """Score each unit of layer ``layer`` (an index into the order, or a path/name);
     the lowest is pruned first.
 
@@ -156,10 +156,15 @@ def unit_scores(params: PyTree, masks: PyTree, heuristic: Heuristic, layer: int 
 
     Incoming weights are the layer's kernel entries over all its axes but the
     last; outgoing ones the next layer's over all axes but its input axis.
+    ``with_bias`` counts the unit's bias as one more incoming weight (the paper does not
+    say whether its "input weights" include it).
     """
     here, nxt = _unit_layers(params, layer, order)
     live = masks_lib.apply(params, masks)
     w_in = jnp.abs(masks_lib.get(live, (*here, "kernel")))   # (..., fan_in, units)
+    node = masks_lib.get(live, here)
+    if with_bias and "bias" in node:
+        w_in = jnp.concatenate([w_in.reshape(-1, w_in.shape[-1]), jnp.abs(node["bias"])[None, :]])
     if heuristic == "input":
         return jnp.mean(w_in, axis=_axes_but(w_in.ndim, -1))
     if heuristic not in HEURISTICS:
@@ -197,11 +202,11 @@ def unit_masks(masks: PyTree, keep: jax.Array, layer: int | LayerRef = 0, *, ord
 
 
 def units(params: PyTree, masks: PyTree, num_prune: int | jax.Array, heuristic: Heuristic,
-          layer: int | LayerRef = 0, *, order: Order = None) -> PyTree:
+          layer: int | LayerRef = 0, *, order: Order = None, with_bias: bool = False) -> PyTree:
     """Prune the ``num_prune`` lowest-scoring alive units of layer ``layer``."""
     alive = alive_units(masks, layer, order=order)
     k = jnp.sum(alive, dtype=jnp.int32) - jnp.asarray(num_prune, jnp.int32)
-    keep = keep_top_k(unit_scores(params, masks, heuristic, layer, order=order), alive, k)
+    keep = keep_top_k(unit_scores(params, masks, heuristic, layer, order=order, with_bias=with_bias), alive, k)
     return unit_masks(masks, keep, layer, order=order)
 
 
@@ -216,3 +221,49 @@ def first_units(masks: PyTree, num_units: int | jax.Array, layer: int | LayerRef
     here, _ = _unit_layers(masks, layer, order)
     width = jnp.shape(masks_lib.get(masks, (*here, "kernel")))[-1]
     return unit_masks(masks, jnp.arange(width) < num_units, layer, order=order)
+
+
+# ------------------------------------------------------------------ global magnitude
+
+
+def global_magnitude(params: PyTree, masks: PyTree, rate: float | jax.Array,
+                     where: Callable[[Path], bool] = masks_lib.is_kernel) -> PyTree:
+    """Remove the lowest-|w| fraction ``rate`` of the *remaining* weights of all selected
+    leaves together: one threshold across layers, where :func:`magnitude` has one per layer.
+
+    ``where(path) -> bool`` selects the leaves that are pruned (``path`` a tuple of str keys,
+    e.g. ``("encoder", "Dense_1", "kernel")``); by default every kernel, so biases are never
+    pruned. Unselected leaves come back unchanged; ``masks`` must mirror ``params`` leaf for
+    leaf (any Flax tree, nested or user-named; leaves of any rank). Works on ONE network:
+    vmap it over trials (a leading trial axis would be pooled with the rest).
+
+    Counts are exact: of the ``n`` selected weights still alive, :func:`survivors_after`
+    ``(n, rate)`` survive (nearest integer, as layer-wise pruning rounds per layer), whatever
+    the ties. Ties are broken by rank: among equal |w|, the weight earlier in the flattened
+    order survives, i.e. jax's leaf order of the tree (dict keys sorted, at every level) and
+    row-major order within a leaf. ``rate`` may be traced (one compile for every sparsity;
+    see the module docstring for its range).
+    """
+    rate = check_rate(rate)
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    try:
+        mask_leaves = treedef.flatten_up_to(masks)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"masks must mirror params leaf for leaf: {e}") from None
+    chosen = [i for i, (path, _) in enumerate(leaves) if where(masks_lib.keys(path))]
+    if not chosen:
+        raise ValueError("where= selects no leaf of params: nothing to prune")
+    weights = [jnp.asarray(leaves[i][1]) for i in chosen]
+    alive = [jnp.asarray(mask_leaves[i], bool) for i in chosen]
+    for i, w, m in zip(chosen, weights, alive, strict=True):
+        if w.shape != m.shape:
+            raise ValueError(f"mask of {masks_lib.layer_name(masks_lib.keys(leaves[i][0]))!r} has shape {m.shape}, "
+                             f"its weights {w.shape}")
+    scores = jnp.concatenate([jnp.abs(w).reshape(-1) for w in weights])
+    flat_alive = jnp.concatenate([m.reshape(-1) for m in alive])
+    keep = keep_top_k(scores, flat_alive, survivors_after(jnp.sum(flat_alive, dtype=jnp.int32), rate))
+    pieces = jnp.split(keep, np.cumsum([m.size for m in alive])[:-1].tolist())
+    out = list(mask_leaves)
+    for i, piece, m in zip(chosen, pieces, alive, strict=True):
+        out[i] = piece.reshape(m.shape)
+    return jax.tree_util.tree_unflatten(treedef, out)

@@ -104,6 +104,7 @@ class Units:
     per_round: int = 2
     layer: int = 0
     start_units: int | None = None
+    with_bias: bool = False  # the bias counts as an incoming weight of its unit (pruning.unit_scores)
 
     def __post_init__(self) -> None:
         if self.heuristic not in pruning.HEURISTICS:
@@ -111,11 +112,12 @@ class Units:
 
     def to_level(self, network: Any, trained: PyTree, masks: PyTree, value: Any) -> PyTree:
         num = jnp.int32(self.full) - jnp.asarray(value, jnp.int32)
-        return pruning.units(trained, masks, num, self.heuristic, self.layer, order=network.layers())
+        return pruning.units(trained, masks, num, self.heuristic, self.layer, order=network.layers(),
+                             with_bias=self.with_bias)
 
     def step(self, network: Any, trained: PyTree, masks: PyTree) -> PyTree:
         return pruning.units(trained, masks, jnp.int32(self.per_round), self.heuristic, self.layer,
-                             order=network.layers())
+                             order=network.layers(), with_bias=self.with_bias)
 
     def start(self, network: Any, params: PyTree) -> PyTree:
         ones = masks_lib.ones_like(params)
@@ -130,8 +132,11 @@ class Units:
         return None
 
     def hashed(self, mode: str) -> dict[str, Any]:
-        return {"heuristic": self.heuristic, "units": self.full, "per_round": self.per_round, "layer": self.layer,
-                "start_units": self.start_units}
+        out = {"heuristic": self.heuristic, "units": self.full, "per_round": self.per_round, "layer": self.layer,
+               "start_units": self.start_units}
+        if self.with_bias:  # named only when set, so runs stored before it keep their hashes
+            out["with_bias"] = True
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,3 +170,66 @@ class Custom:
 
     def hashed(self, mode: str) -> dict[str, Any]:
         return {"rule": self.name}
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalMagnitude:
+    """Global magnitude pruning (issue 9; not the paper's, which prunes layer by layer): remove
+    the lowest-|w| fraction of the remaining weights of ALL layers together, one threshold
+    across layers (:func:`lth_jax.pruning.global_magnitude`), so layers with many small
+    weights (LeNet's input layer) lose more than the others and the output layer has no rate
+    of its own.
+
+    Level values are percents of all weights (kernel entries) kept. One-shot level ``p`` keeps
+    ``p`` percent of all weights; an iterative round removes ``rate`` of the remaining ones.
+    Biases are never pruned.
+
+    Only the total is known in advance (how it splits across layers depends on the trained
+    weights), so :meth:`counts` has one entry, named by the layers' ``"+"``-joined names
+    (``"Dense_0+Dense_1+Dense_2"``): the plan's ``min_remaining`` stop and the stored
+    ``expected_weights`` use that total.
+    """
+
+    rate: float = 0.2
+    full: float = 100.0
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rate < 1:
+            raise ValueError(f"rate must be in (0, 1), not {self.rate}")
+
+    def to_level(self, network: Any, trained: PyTree, masks: PyTree, value: Any) -> PyTree:
+        r = 1.0 - value / 100.0
+        return pruning.global_magnitude(trained, masks_lib.ones_like(trained), r)
+
+    def step(self, network: Any, trained: PyTree, masks: PyTree) -> PyTree:
+        return pruning.global_magnitude(trained, masks, self.rate)
+
+    def start(self, network: Any, params: PyTree) -> PyTree:
+        return masks_lib.ones_like(params)
+
+    def value_after(self, rounds: int) -> float:
+        return round(100.0 * (1 - self.rate) ** rounds, 6)
+
+    @staticmethod
+    def pooled_name(network: Any) -> str:
+        """The one key of :meth:`counts`: every layer's name, in forward order, joined by ``"+"``."""
+        return "+".join(network.weight_counts())
+
+    def counts(self, network: Any, value: float | None = None, rounds: int | None = None) -> dict[str, int]:
+        """Exact weights of all layers together after pruning, with
+        :func:`lth_jax.pruning.global_magnitude`'s rounding (one entry, see the class docstring)."""
+        total = sum(network.weight_counts().values())
+        if value is not None:
+            r = np.float32(1.0) - np.float32(value) / np.float32(100.0)  # float32, exactly as to_level computes it
+            return {self.pooled_name(network): _survivors(total, r)}
+        for _ in range(rounds or 0):
+            total = _survivors(total, self.rate)
+        return {self.pooled_name(network): total}
+
+    def hashed(self, mode: str) -> dict[str, Any]:
+        # "pruning" names the rule (LayerwiseMagnitude, the default, adds nothing, so its hashes
+        # stay as they were); one-shot prunes to each level directly, so its rate does not enter.
+        d: dict[str, Any] = {"pruning": "global"}
+        if mode != "oneshot":
+            d["rate"] = self.rate
+        return d

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from lth_jax import masks as masks_lib
+from lth_jax import optimizers
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
@@ -231,14 +232,8 @@ def accuracy(apply_fn: Callable) -> Callable[[PyTree, Any], jax.Array]:
 
 
 def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9) -> optax.GradientTransformation:
-    """The optimisers the experiments offer by name."""
-    if name == "sgd":
-        return optax.sgd(learning_rate)
-    if name == "momentum":
-        return optax.sgd(learning_rate, momentum=momentum)
-    if name == "adam":
-        return optax.adam(learning_rate)
-    raise ValueError(f"unknown optimizer {name!r}; choose from sgd, momentum, adam")
+    """The optimisers the experiments offer by name (:func:`lth_jax.optimizers.make`)."""
+    return optimizers.make(name, learning_rate, momentum=momentum)
 
 
-OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
+OPTIMIZERS: tuple[str, ...] = optimizers.NAMES

@@ -17,14 +17,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth_jax import models, train
+from lth_jax import models, optimizers, train
 
 PyTree = Any
 
@@ -82,36 +82,104 @@ class Minibatch:
         shapes = network.shapes()
         params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
         units = sum(int(a.shape[-1]) for a in jax.tree.leaves(shapes) if a.ndim == 1)
-        slots = {"sgd": 0, "momentum": 1, "adam": 2}[self.optimizer]
+        slots = {"sgd": 0, "momentum": 1, "adam": 2, "adam_tf1": 2}[self.optimizer]
         return int(4 * params * (3 + slots) + params + 4 * units * (test_examples + 3 * self.batch_size))
 
+    # ---- late rewinding (lth_jax.runner): stop at snapshot steps, restart from one
+
+    def check_snapshot_steps(self, steps: Sequence[int]) -> None:
+        """Steps this trainer can stop at and restart from: multiples of ``eval_every`` (the
+        curves' grid) below ``iterations``. Raises ``ValueError`` naming the others."""
+        bad = [k for k in steps if k < 0 or k >= self.iterations or k % self.eval_every]
+        if bad:
+            raise ValueError(f"snapshot_steps must be multiples of eval_every ({self.eval_every}) below iterations "
+                             f"({self.iterations}), not {', '.join(map(str, bad))}")
+
+    def init_state(self, params: PyTree) -> PyTree:
+        """One trial's fresh optimiser state (traceable; its structure is what snapshots store)."""
+        return train.make_optimizer(self.optimizer, self.lr).init(params)
+
+    def segments(self, start: int = 0, stop: int | None = None, snapshot_steps: Sequence[int] = ()
+                 ) -> list[tuple[int, int]]:
+        """The ``(begin, end)`` steps of each compiled call: the ``steps_per_call`` grid, also cut
+        at ``start``, ``stop`` and every snapshot step between them. From 0 without snapshots it
+        is the grid itself (each call's result does not depend on the cuts:
+        :func:`lth_jax.train.minibatch_segment`)."""
+        stop = self.iterations if stop is None else stop
+        c = self.steps_per_call()
+        grid = range(c * (start // c + 1), stop, c)
+        cuts = sorted({start, stop, *grid, *(k for k in snapshot_steps if start < k < stop)})
+        return list(zip(cuts[:-1], cuts[1:], strict=True))
+
     def __call__(self, network: Any, params: PyTree, masks: PyTree, keys: jax.Array, data: tuple,
-                 on_steps: Callable[[int], None] | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
+                 on_steps: Callable[[int], None] | None = None, *, start_step: int = 0,
+                 opt_state: PyTree | None = None, snapshot_steps: Sequence[int] = (),
+                 stop_step: int | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
         """Returns the trained params and ``curves/accuracy``, ``curves/loss`` (T, evals) and
-        ``curves/diverged_at`` (T,)."""
+        ``curves/diverged_at`` (T,).
+
+        Late rewinding: ``start_step=k`` with ``opt_state`` (one optimiser state per trial, e.g.
+        a snapshot's) continues the trials from step ``k``; the batch of step ``t`` is drawn from
+        ``(key, t)`` as for a trial trained from 0, so a ticket that carries its original's key
+        sees the original's batches from ``k`` on. Curves keep absolute steps: the evaluations
+        up to step ``k`` are NaN and ``curves/start_step`` (T,) holds ``k`` (only when ``k > 0``).
+        ``snapshot_steps`` adds ``snapshots/<step>/params/<layer>/<name>`` and
+        ``snapshots/<step>/opt/<i>`` (the i-th leaf of the optimiser state) after each of those
+        steps; ``stop_step`` ends training there (to take snapshots only; the curves end there).
+        """
         train_data, test_data = data
-        chunk = self.steps_per_call()
-        start, segment = _minibatch_programs(network.module, self.optimizer, self.lr, self.batch_size,
-                                             self.eval_every, chunk)
-        state = start(params, masks)
-        curves, pending = [], None
-        for _ in range(self.iterations // chunk):
-            state, curve = segment(state, masks, keys, train_data, test_data)
+        if start_step or opt_state is not None:
+            if opt_state is None:
+                raise ValueError("start_step needs the optimiser states to start from (opt_state)")
+            self.check_snapshot_steps([start_step])
+            n = keys.shape[0]
+            state = train.TrainState(params, opt_state, jnp.full((n,), -1, jnp.int32),
+                                     jnp.full((n,), start_step, jnp.int32))
+        else:
+            state = self._programs(network, self.steps_per_call())[0](params, masks)
+        wanted = {int(k) for k in snapshot_steps if k > start_step}
+        curves, snaps, pending = [], {}, None
+        for begin, end in self.segments(start_step, stop_step, sorted(wanted)):
+            state, curve = self._programs(network, end - begin)[1](state, masks, keys, train_data, test_data)
+            if end in wanted:
+                snaps[end] = (state.params, state.opt_state)
             if pending is not None:  # dispatch the next segment before waiting on the last
-                curves.append(jax.device_get(pending))
+                curves.append(jax.device_get(pending[0]))
                 if on_steps:
-                    on_steps(chunk)
-            pending = curve
-        curves.append(jax.device_get(pending))
+                    on_steps(pending[1])
+            pending = (curve, end - begin)
+        curves.append(jax.device_get(pending[0]))
         if on_steps:
-            on_steps(chunk)
-        return state.params, {
-            "curves/accuracy": np.concatenate([c.accuracy for c in curves], axis=1).astype(np.float32),
-            "curves/loss": np.concatenate([c.loss for c in curves], axis=1).astype(np.float32),
-            "curves/diverged_at": np.asarray(curves[-1].diverged_at, np.int32)}
+            on_steps(pending[1])
+        acc = np.concatenate([c.accuracy for c in curves], axis=1).astype(np.float32)
+        loss = np.concatenate([c.loss for c in curves], axis=1).astype(np.float32)
+        outputs = {"curves/diverged_at": np.asarray(curves[-1].diverged_at, np.int32)}
+        if start_step:  # the evaluations before the start were never made
+            before = np.full((acc.shape[0], start_step // self.eval_every), np.nan, np.float32)
+            acc, loss = np.concatenate([before, acc], axis=1), np.concatenate([before, loss], axis=1)
+            outputs["curves/start_step"] = np.full(acc.shape[0], start_step, np.int32)
+        outputs = {"curves/accuracy": acc, "curves/loss": loss, **outputs}
+        for step, (p, s) in sorted(snaps.items()):
+            outputs.update(_flat(jax.device_get(p), f"snapshots/{step}/params"))
+            outputs.update({f"snapshots/{step}/opt/{i}": np.asarray(leaf)
+                            for i, leaf in enumerate(jax.tree.leaves(jax.device_get(s)))})
+        return state.params, outputs
+
+    def _programs(self, network: Any, steps: int) -> tuple[Callable, Callable]:
+        return _minibatch_programs(network.module, self.optimizer, self.lr, self.batch_size, self.eval_every, steps)
 
 
-@functools.lru_cache(maxsize=8)
+def _flat(tree: Any, prefix: str) -> dict[str, np.ndarray]:
+    """A params tree as ``prefix/<key>/.../<name>`` arrays (the store's layout)."""
+    if not isinstance(tree, dict):
+        return {prefix: np.asarray(tree)}
+    out: dict[str, np.ndarray] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}/{key}"))
+    return out
+
+
+@functools.lru_cache(maxsize=32)
 def _minibatch_programs(module: Any, optimizer: str, lr: float, batch_size: int, eval_every: int,
                         chunk_steps: int) -> tuple[Callable, Callable]:
     """Jitted, vmapped (start, segment), shared by every run with the same training settings."""
@@ -137,20 +205,42 @@ class FullBatch:
     iterations: int = 10_000
     loss: str = "mean"   # cross-entropy over the examples: mean or sum
     chunk: int = 2500
+    eps: float = optimizers.ADAM_EPS      # Adam's epsilon
+    lr_schedule: str = "constant"         # or decaying to 0 over the run: cosine, linear
+    # Examples per step: None = every example (full batch); k = stochastic steps on k examples,
+    # each trial going through its own random permutation of the examples every epoch.
+    examples_per_step: int | None = None
 
     def __post_init__(self) -> None:
         if self.optimizer not in train.OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(train.OPTIMIZERS)}, not {self.optimizer!r}")
         _positive("lr", self.lr)
+        _positive("eps", self.eps)
         if self.iterations < 1:
             raise ValueError(f"iterations must be at least 1, not {self.iterations}")
         if self.loss not in ("mean", "sum"):
             raise ValueError(f"loss must be mean or sum, not {self.loss!r}")
         if self.chunk < 1:
             raise ValueError(f"chunk must be at least 1, not {self.chunk}")
+        if self.lr_schedule not in optimizers.SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {', '.join(optimizers.SCHEDULES)}, not {self.lr_schedule!r}")
+        if self.examples_per_step is not None and self.examples_per_step < 1:
+            raise ValueError(f"examples_per_step must be at least 1, not {self.examples_per_step}")
 
     def hashed(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "lr": self.lr, "iterations": self.iterations, "loss": self.loss}
+        out = {"optimizer": self.optimizer, "lr": self.lr, "iterations": self.iterations, "loss": self.loss}
+        # Added later: named only when set, so the runs stored before them keep their hashes.
+        extra = {"eps": self.eps, "lr_schedule": self.lr_schedule, "examples_per_step": self.examples_per_step}
+        defaults = {"eps": optimizers.ADAM_EPS, "lr_schedule": "constant", "examples_per_step": None}
+        out.update({k: v for k, v in extra.items() if v != defaults[k]})
+        return out
+
+    def stochastic(self, examples: int) -> bool:
+        return self.examples_per_step is not None and self.examples_per_step < examples
+
+    def optimizer_fn(self) -> Any:
+        return optimizers.make(self.optimizer, self.lr, eps=self.eps, lr_schedule=self.lr_schedule,
+                               steps=self.iterations)
 
     def signature(self) -> tuple:
         return (*self.hashed().values(), self.chunk)
@@ -172,9 +262,12 @@ class FullBatch:
     def __call__(self, network: Any, params: PyTree, masks: PyTree, keys: jax.Array, data: tuple,
                  on_steps: Callable[[int], None] | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
         """Train a stack of any length: padded to whole chunks, one compiled call per chunk.
-        ``data`` is ``(x, y)``, shared by every trial; ``keys`` are unused (no batches)."""
+        ``data`` is ``(x, y)``, shared by every trial; ``keys`` (one per trial) draw the order of
+        the examples of stochastic steps and are unused in full-batch training."""
         program, _ = self.compiled(network, data)
+        stochastic = self.stochastic(len(data[1]))
         params, masks = jax.device_get((params, masks))  # slicing on the host compiles nothing
+        key_data = np.asarray(jax.random.key_data(keys)) if stochastic else None
         total = jax.tree.leaves(params)[0].shape[0]
         n = self.chunk
         out_params, out_logits = [], []
@@ -185,7 +278,10 @@ class FullBatch:
                 # The last chunk is padded with copies of one trial (trials never interact).
                 return np.concatenate([a[start:start + take], np.repeat(a[start:start + 1], n - take, 0)])
 
-            p, z = program(jax.tree.map(piece, params), jax.tree.map(piece, masks))
+            args = (jax.tree.map(piece, params), jax.tree.map(piece, masks))
+            if stochastic:
+                args += (jax.random.wrap_key_data(piece(key_data)),)
+            p, z = program(*args)
             out_params.append(jax.tree.map(lambda a, take=take: np.asarray(a)[:take], p))
             out_logits.append(np.asarray(z)[:take])
         if on_steps:
@@ -213,19 +309,68 @@ def _full_batch_program(module: Any, input_shape: tuple[int, ...], trainer: Full
     x_shape, x_bytes, y_shape, y_bytes = data_bytes
     data = (jnp.asarray(np.frombuffer(x_bytes, np.float32).reshape(x_shape)),
             jnp.asarray(np.frombuffer(y_bytes, np.float32).reshape(y_shape)))
-    optimizer = train.make_optimizer(trainer.optimizer, trainer.lr)
-    fit = train.full_batch(sigmoid_ce_trials_last(module, trainer.loss), optimizer, trainer.iterations,
-                           loss_every=trainer.iterations, batched=True, loss_takes_trials=True)
+    optimizer = trainer.optimizer_fn()
     act = models.mlp_logits_trials_last
+    n = trainer.chunk
+    if trainer.stochastic(y_shape[0]):
+        fit = _stochastic_fit(module, trainer, optimizer)
+        extra = (jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype),)
+    else:
+        full = train.full_batch(sigmoid_ce_trials_last(module, trainer.loss), optimizer, trainer.iterations,
+                                loss_every=trainer.iterations, batched=True, loss_takes_trials=True)
+        fit = lambda params, masks, data: full(params, masks, data)[0]  # noqa: E731
+        extra = ()
 
-    def run(params, masks):
-        trained, _ = fit(params, masks, data)
+    def run(params, masks, *keys):
+        trained = fit(params, masks, data, *keys)
         logits = jax.vmap(lambda p: act(p, data[0], module.relu_grad_at_zero)[:, 0])(trained)
         return trained, logits
 
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *input_shape)))["params"])
-    n = trainer.chunk
     stack = lambda dtype: jax.tree.map(lambda a: jax.ShapeDtypeStruct((n, *a.shape), dtype), shapes)  # noqa: E731
     t0 = time.perf_counter()
-    compiled = jax.jit(run).lower(stack(jnp.float32), stack(bool)).compile()
+    compiled = jax.jit(run).lower(stack(jnp.float32), stack(bool), *extra).compile()
     return compiled, time.perf_counter() - t0
+
+
+def _stochastic_fit(module: Any, trainer: FullBatch, optimizer: Any) -> Callable:
+    """``fit(params, masks, data, keys) -> params``: ``iterations`` steps, each on
+    ``examples_per_step`` examples. Every trial walks through its own random permutation of
+    the examples each epoch (``permutation(fold_in(key, epoch))``), as a shuffling data loader
+    would; the loss of a step is the mean (or sum) over its examples. Trial axis last inside,
+    like the full-batch program."""
+    b = trainer.examples_per_step
+    reduce_mean = trainer.loss == "mean"
+
+    def fit(params, masks, data, keys):
+        x, y = data
+        m = y.shape[0]
+        per_epoch = -(-m // b)  # the last step of an epoch may see fewer examples
+        epochs = -(-trainer.iterations // per_epoch)
+        perms = jax.vmap(lambda k: jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(k, e), m))(
+            jnp.arange(epochs)))(keys).astype(jnp.int8)                       # (T, epochs, m)
+        last = lambda tree: jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), tree)  # noqa: E731
+        params, masks = last(params), last(masks)
+        params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, masks)
+
+        def loss(p, weights):
+            z = models.mlp_logits_trials_last(p, x, module.relu_grad_at_zero)[:, 0]  # (m, T)
+            ce = jax.nn.softplus(z) - y[:, None] * z
+            total = jnp.sum(weights * ce, axis=0)
+            return total / jnp.sum(weights, axis=0) if reduce_mean else total
+
+        def step(carry, t):
+            p, s = carry
+            order = jax.lax.dynamic_index_in_dim(perms, t // per_epoch, axis=1, keepdims=False)  # (T, m)
+            slot = jnp.arange(m)[None, :] // b == (t % per_epoch)                 # positions of this step
+            weights = jnp.zeros((m, order.shape[0]), jnp.float32).at[order.T, jnp.arange(order.shape[0])].set(
+                slot.T.astype(jnp.float32))                                        # (m, T)
+            value, vjp = jax.vjp(lambda q: loss(q, weights), p)
+            (grads,) = vjp(jnp.ones_like(value))
+            p, s = train._masked_update(optimizer, grads, s, p, masks)
+            return (p, s), None
+
+        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(trainer.iterations))
+        return jax.tree.map(lambda a: jnp.moveaxis(a, -1, 0), params)
+
+    return fit

@@ -17,7 +17,7 @@ from lth_jax import masks, metrics, models, pruning, train
 XOR_NET = models.xor_net(10)
 MLP = models.MLP(hidden=(16,), outputs=3)
 STEPS, BATCH, EVAL_EVERY = 200, 8, 20
-LEARNING_RATE = {"sgd": 0.5, "momentum": 0.1, "adam": 0.02}
+LEARNING_RATE = {"sgd": 0.5, "momentum": 0.1, "adam": 0.02, "adam_tf1": 0.02}
 
 
 def classification_data(n=256, seed=0):

@@ -8,7 +8,7 @@ import numpy as np
 import optax
 import pytest
 
-from lth_jax import judges, masks, metrics, models, pruning, runner, train, trainers, xor
+from lth_jax import judges, masks, metrics, models, paper, pruning, runner, train, trainers, xor
 
 X, Y = metrics.xor_data()
 
@@ -208,3 +208,106 @@ class StepCounter(runner.Progress):
 
     def steps(self, n):
         self.total += n
+
+
+# ---------------------------------------------------------------- the calibration's options (issue 11)
+
+
+@pytest.mark.parametrize("per_step", [1, 2])
+def test_stochastic_steps_walk_each_trials_own_permutation_of_the_examples_every_epoch(per_step):
+    """examples_per_step=k: step t of trial i trains on positions k*(t mod 4/k) .. of the permutation
+    ``permutation(fold_in(key_i, t // (4/k)), 4)``, the loss a mean over those examples; written out
+    here as a plain loop over trials and steps with optax, it gives the trainer's numbers."""
+    net = models.xor_net(10)
+    params = jax.vmap(lambda k: models.init_params(net, k, 2))(jax.random.split(jax.random.key(7), 3))
+    m = jax.vmap(lambda _: masks.ones_like(jax.tree.map(lambda a: a[0], params)))(jnp.arange(3))
+    keys = jax.random.split(jax.random.key(8), 3)
+    steps = 12
+    trainer = trainers.FullBatch("sgd", 0.5, steps, chunk=3, examples_per_step=per_step)
+    network = runner.Network(net, (2,), {"test": "stochastic"})
+    trained, _ = trainer(network, params, m, keys, (X, Y))
+    opt = train.make_optimizer("sgd", 0.5)
+
+    def loss(p, idx):
+        z = net.apply({"params": p}, X[idx])[:, 0]
+        return jnp.mean(jax.nn.softplus(z) - Y[idx] * z)
+
+    per_epoch = 4 // per_step
+    for i in range(3):
+        p = jax.tree.map(lambda a, i=i: a[i], params)
+        state = opt.init(p)
+        for t in range(steps):
+            order = jax.random.permutation(jax.random.fold_in(keys[i], t // per_epoch), 4)
+            idx = order[per_step * (t % per_epoch):per_step * (t % per_epoch + 1)]
+            g = jax.grad(loss)(p, idx)
+            u, state = opt.update(g, state, p)
+            p = optax.apply_updates(p, u)
+        jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), trained, p)
+
+
+def test_stochastic_xor_runs_draw_one_example_order_per_trial_shared_by_its_tickets():
+    s = xor.Settings(trials=4, examples_per_step=1)
+    lines = xor.lotteries(s)
+    keys = lines["oneshot/product"].keys
+    assert keys.ordered and not xor.lotteries(xor.Settings(trials=4))["oneshot/product"].keys.ordered
+    order = jax.random.key_data(keys.batches(jnp.arange(4), 0))
+    np.testing.assert_array_equal(order, jax.random.key_data(lines["random/2"].keys.batches(jnp.arange(4), 1)))
+    assert len({tuple(r) for r in np.asarray(order)}) == 4  # each trial its own order
+
+
+def test_options_at_their_defaults_leave_the_stored_runs_identity_unchanged():
+    """Runs stored before these options existed keep their hashes (tests/golden holds such runs)."""
+    assert xor.Settings().trainer().hashed() == {"optimizer": "adam", "lr": 0.001, "iterations": 10_000,
+                                                 "loss": "mean"}
+    assert "with_bias" not in rules_of(xor.Settings())["oneshot/product"].hashed("oneshot")
+    changed = xor.Settings(adam_eps=1e-7, lr_schedule="cosine", examples_per_step=2, score_bias=True)
+    assert set(changed.trainer().hashed()) >= {"eps", "lr_schedule", "examples_per_step"}
+    assert rules_of(changed)["oneshot/product"].hashed("oneshot")["with_bias"] is True
+
+
+def rules_of(s: xor.Settings) -> dict:
+    return {name: lt.prune for name, lt in xor.lotteries(s).items()}
+
+
+def test_counting_the_bias_as_an_input_weight_can_change_which_unit_goes_first():
+    """Unit 0 has small incoming weights and a large bias, unit 1 the reverse: the input heuristic
+    prunes unit 0 first unless the bias counts (mean |k| 0.1 vs 0.3; with the bias 0.73 vs 0.2)."""
+    params = {"Dense_0": {"kernel": np.array([[0.1, 0.3], [0.1, 0.3]], np.float32),
+                          "bias": np.array([2.0, 0.0], np.float32)},
+              "Dense_1": {"kernel": np.ones((2, 1), np.float32), "bias": np.zeros(1, np.float32)}}
+    ones = masks.ones_like(params)
+    plain = pruning.unit_scores(params, ones, "input")
+    biased = pruning.unit_scores(params, ones, "input", with_bias=True)
+    np.testing.assert_allclose(plain, [0.1, 0.3], rtol=1e-6)
+    np.testing.assert_allclose(biased, [2.2 / 3, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(pruning.unit_scores(params, ones, "product", with_bias=True), [2.2, 0.6], rtol=1e-6)
+    kept = lambda **kw: np.asarray(pruning.units(params, ones, 1, "input", **kw)["Dense_0"]["bias"])  # noqa: E731
+    assert kept().tolist() == [False, True] and kept(with_bias=True).tolist() == [True, False]
+
+
+def fig_rows(db: float, zl: float, n: int = 1000) -> list[dict]:
+    """Rows of both figures in which every rate of ours is ``db`` / ``zl``."""
+    rows = []
+    for w, (pdb, pzl) in paper.FIGURE1.items():
+        rows.append(xor._row("figure1", f"random {w}", np.arange(n) < db * n / 100, np.arange(n) < zl * n / 100,
+                             (pdb, pzl), units=w))
+    for label, cells in paper.FIGURE2.items():
+        for u, pc in cells.items():
+            rows.append(xor._row("figure2", f"{label} {u}", np.arange(n) < db * n / 100, np.arange(n) < zl * n / 100,
+                                 pc, units=u, strategy=label))
+    return rows
+
+
+def test_fidelity_scores_the_26_cells_of_figures_1_and_2_by_their_combined_standard_error():
+    """Figure 1's ten cells and Figure 2's sixteen ticket cells (its originals' column is Figure 1's
+    ten-unit networks again); a cell is within when |ours - paper| <= 2 sqrt(SE_ours^2 + SE_paper^2)."""
+    fid = xor.fidelity(fig_rows(90.0, 60.0))
+    assert fid["total"] == 26 and len(fid["cells"]) == 26
+    for c in fid["cells"]:
+        se = np.hypot(xor.binomial_se(c["ours"], 1000), xor.binomial_se(c["paper"], 1000))
+        assert c["gap_in_se"] == pytest.approx((c["ours"] - c["paper"]) / se)
+        assert c["within"] == (abs(c["ours"] - c["paper"]) <= 2 * se)
+    # DB 90 vs paper 92.5 at six units: SE sqrt(.09*.91 + .075*.925)/sqrt(1000) ~ 1.24 points -> 2.0 SE
+    six = next(c for c in fid["cells"] if c["units"] == 6 and c["table"] == "figure1" and c["metric"] == "DB")
+    assert six["gap_in_se"] == pytest.approx(-2.5 / (100 * np.sqrt((0.9 * 0.1 + 0.925 * 0.075) / 1000)))
+    assert fid["within"] == sum(c["within"] for c in fid["cells"])
