@@ -27,7 +27,8 @@ from experiments.progress import LevelBars
 from lth_jax import analysis, data, mnist, paper, runner, store
 
 FLAGS = cli.FLAGS
-FIXED = ("mode", "seeds", "reinit", "shuffle", "levels", "min_remaining", "average_over", "stable_for", "tolerance")
+FIXED = ("mode", "seeds", "reinit", "shuffle", "random", "levels", "min_remaining", "average_over", "stable_for",
+         "tolerance")
 
 
 def define() -> None:

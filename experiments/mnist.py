@@ -27,7 +27,7 @@ from experiments.progress import LevelBars
 from lth_jax import data, mnist
 
 FLAGS = cli.FLAGS
-DRIVER = ("seeds", "reinit", "shuffle")  # set from --seeds/--first_seed and --controls
+DRIVER = ("seeds", "reinit", "shuffle", "random")  # set from --seeds/--first_seed and --controls
 
 
 def define() -> None:
@@ -35,8 +35,8 @@ def define() -> None:
     cli.define_preset_flag(PRESETS, "smoke")
     cli.define_flags(mnist.Settings, p, skip=DRIVER + ("controls",))
     cli.define_seed_flags(p["seeds"])
-    cli.define_flag("controls", tuple[int, int], p["controls"], "Controls per ticket: reinit,shuffle (the paper: 3,3).",
-                    min=0)
+    cli.define_flag("controls", tuple[int, ...], p["controls"], "Controls per ticket: reinit,shuffle[,random] (the "
+                    "paper: 3,3; random-mask copies 0 unless a third count is given).", min=0)
     cli.define_flag("chunk_steps", int | None, None, "Steps per compiled call (progress only; results do not change).",
                     min=1)
     cli.define_flag("out_dir", str, "runs/mnist", "Results root; each setting gets a hashed subdirectory.")
@@ -48,9 +48,12 @@ def define() -> None:
 def settings_from_flags() -> mnist.Settings:
     """The preset with every given flag applied, validated (before any data is read)."""
     p = cli.preset(PRESETS)
-    reinit, shuffle = cli.given("controls", p["controls"])
+    controls = tuple(cli.given("controls", p["controls"]))
+    cli.check(len(controls) in (2, 3), "controls", f"takes 2 or 3 comma-separated values (reinit,shuffle[,random]), "
+              f"not {len(controls)}")
+    reinit, shuffle, random = (*controls, 0)[:3]
     s = cli.settings_from_flags(mnist.Settings, p, skip=DRIVER + ("controls",), values={
-        "seeds": cli.seeds_from_flags(p["seeds"]), "reinit": reinit, "shuffle": shuffle})
+        "seeds": cli.seeds_from_flags(p["seeds"]), "reinit": reinit, "shuffle": shuffle, "random": random})
     c = FLAGS.chunk_steps
     cli.check(c is None or (s.iterations % c == 0 and c % s.eval_every == 0), "chunk_steps",
               f"{c} must divide --iterations={s.iterations} and be a multiple of --eval_every={s.eval_every}")
@@ -85,7 +88,9 @@ def run() -> None:
     print("weights per layer: " + ", ".join(f"{k} {v:,}" for k, v in counts.items())
           + f" (total {sum(counts.values()):,})")
     print(f"mode {s.mode}: {len(levels)} levels x {s.trials_per_level()} networks ({len(s.seeds)} tickets + "
-          f"{s.reinit} reinit + {s.shuffle} shuffle per ticket" + (" + the continuing chain" if s.mode == "han" else "")
+          f"{s.reinit} reinit + {s.shuffle} shuffle" + (f" + {s.random} random-mask" if s.random else "")
+          + " per ticket" + (" + the continuing chain" if s.mode == "han" else "")
+          + (f", rewound to step {s.rewind_step}" if s.rewind_step else "")
           + f"), {s.iterations:,} iterations each, on {jax.devices()[0].platform}")
     print(f"results: {mnist.run_dir(s, FLAGS.out_dir)}")
     bars = LevelBars(len(levels), FLAGS.progress)

@@ -24,7 +24,7 @@ from lth_jax import metrics as metrics_lib
 
 METRICS: tuple[str, ...] = ("convergence_iteration", "convergence_accuracy", "final_accuracy", "best_accuracy",
                             "gain_after_convergence")
-ROLES: tuple[str, ...] = ("ticket", "reinit", "shuffle", "continue")
+ROLES: tuple[str, ...] = ("ticket", "reinit", "shuffle", "random", "continue")
 
 
 def stats(values: np.ndarray) -> dict[str, float | int | None]:
@@ -71,7 +71,14 @@ class Convergence:
         """Per trial: convergence iteration and accuracy there, final and best accuracy, the gain
         after convergence (the paper: +0.0019 on average for one-shot tickets), divergence step."""
         acc = np.asarray(outputs["curves/accuracy"], np.float64)
-        conv = metrics_lib.convergence(acc, self.eval_every, self.average_over, self.stable_for, self.tolerance)
+        # A late-rewound trial's curve starts at its rewind step (NaN before): judged from there, at absolute steps.
+        start = np.asarray(outputs.get("curves/start_step", np.zeros(len(acc), np.int64)))
+        conv = metrics_lib.Convergence(np.full(len(acc), np.nan), np.full(len(acc), np.nan))
+        for s in np.unique(start):
+            rows = start == s
+            c = metrics_lib.convergence(acc[rows, int(s) // self.eval_every:], self.eval_every, self.average_over,
+                                        self.stable_for, self.tolerance)
+            conv.iteration[rows], conv.accuracy[rows] = c.iteration + s, c.accuracy
         final = acc[:, -1]
         with np.errstate(invalid="ignore"):
             best = np.where(np.all(np.isnan(acc), axis=1), np.nan,

@@ -4,13 +4,17 @@ One flat :class:`Settings` (the paper's defaults; the CLI's flags are generated 
 fields) describes a whole experiment; :func:`lottery` turns it into the runner's
 :class:`lth_jax.runner.Lottery`: LeNet-300-100 (or a wider MLP) on 784 inputs, layer-wise
 magnitude pruning with the output layer at half the rate, mini-batch SGD with test accuracy
-every 100 iterations, footnote 5's convergence judge, the reinit and shuffle controls, and
+every 100 iterations, footnote 5's convergence judge, the reinit, shuffle and random-mask controls, and
 the documented key derivation of :class:`lth_jax.runner.SeedKeys`.
 
 - ``mode="oneshot"`` (section 3): levels are percents of each hidden layer kept;
 - ``mode="iterative"`` (section 4): ``rate`` of each hidden layer's remaining weights a round,
   until fewer than ``min_remaining`` percent of all weights remain;
 - ``mode="han"`` (section 6.4): Han et al.'s chain keeps training its pruned trained weights.
+
+Late rewinding (Frankle et al. 2019): ``rewind_step=k`` (one of ``snapshot_steps``) resets tickets
+to the originals' step-``k`` weights; such a run reuses the stored originals of the same settings
+with ``rewind_step=0`` (see :mod:`lth_jax.runner`).
 """
 
 from __future__ import annotations
@@ -29,10 +33,11 @@ from lth_jax import judges, models, rules, runner, store, trainers
 PyTree = Any
 INPUT_DIM = 784
 MODES = runner.MODES
+PRUNING: tuple[str, ...] = ("layerwise", "global")  # Settings.pruning: rules.LayerwiseMagnitude / GlobalMagnitude
 # The settings that do not change any trained number, so they stay out of the hash: levels can
 # be added to a one-shot run and rounds to an iterative one, and the convergence rule can be
 # re-read from stored curves.
-UNHASHED = ("levels", "min_remaining", "average_over", "stable_for", "tolerance")
+UNHASHED = ("levels", "min_remaining", "average_over", "stable_for", "tolerance", "snapshot_steps")
 
 
 def _help(text: str, **more: Any) -> dict[str, Any]:
@@ -62,10 +67,16 @@ class Settings:
         metadata=_help("Seeds of the winning tickets.", min=0, unique=True))
     reinit: int = field(default=3, metadata=_help("Control 1: randomly reinitialised copies per ticket (3).", min=0))
     shuffle: int = field(default=3, metadata=_help("Control 2: shuffled copies per ticket (3).", min=0))
+    random: int = field(default=0, metadata=_help(
+        "Control 3: random-mask copies per ticket (each layer's survivor count at uniformly random positions, "
+        "initial values there; not in the paper: 0).", min=0))
     rate: float = field(default=0.2, metadata=_help(
         "Iterative/han: fraction of each hidden layer's remaining weights pruned a round.", above=0, below=1))
     output_rate_factor: float = field(default=0.5, metadata=_help(
         "The output layer is pruned at this fraction of the hidden rate.", min=0, max=1))
+    pruning: str = field(default="layerwise", metadata=_help(
+        "layerwise (the paper: each layer at its own rate) or global (one threshold across all layers; "
+        "--output_rate_factor does not apply).", choices=PRUNING))
     levels: tuple[float, ...] = field(default=(100, 90, 75, 55, 40, 35, 25, 15, 10, 7.5, 5, 3.5, 2), metadata=_help(
         "One-shot: percents of each hidden layer to keep, e.g. 100,75,35,5.", above=0, max=100))
     min_remaining: float = field(default=1.0, metadata=_help(
@@ -74,14 +85,25 @@ class Settings:
     stable_for: int = field(default=1000, metadata=_help("Footnote 5: iterations the average must stay put.", min=1))
     tolerance: float = field(default=0.002,
         metadata=_help("Footnote 5: allowed change of the moving average.", above=0))
+    rewind_step: int = field(default=0, metadata=_help(
+        "Late rewinding (Frankle et al. 2019): reset tickets to the originals' weights at this training step "
+        "and train them from there (0: the paper, the initialisation); one of --snapshot_steps.", min=0))
+    snapshot_steps: tuple[int, ...] = field(default=(0,), metadata=_help(
+        "Steps at which the originals' weights and optimiser state are kept, so --rewind_step can be chosen "
+        "after the fact without retraining them (multiples of --eval_every below --iterations).",
+        min=0, unique=True))
 
     def __post_init__(self) -> None:
         # Normalise types so equal settings hash equally (100 vs 100.0, list vs tuple).
-        for name, kind in (("hidden", int), ("seeds", int), ("levels", float)):
+        for name, kind in (("hidden", int), ("seeds", int), ("levels", float), ("snapshot_steps", int)):
             object.__setattr__(self, name, tuple(kind(v) for v in getattr(self, name)))
+        steps = self.snapshot_steps
+        if len(set(steps)) == len(steps):  # step 0 (the initialisation) is always one; repeats are refused later
+            object.__setattr__(self, "snapshot_steps", tuple(sorted({0, *steps})))
         for name in ("std", "lr", "rate", "output_rate_factor", "min_remaining", "tolerance"):
             object.__setattr__(self, name, float(getattr(self, name)))
-        for name in ("batch_size", "iterations", "eval_every", "reinit", "shuffle", "average_over", "stable_for"):
+        for name in ("batch_size", "iterations", "eval_every", "reinit", "shuffle", "random", "average_over",
+                     "stable_for", "rewind_step"):
             object.__setattr__(self, name, int(getattr(self, name)))
         self.validate()
 
@@ -109,7 +131,7 @@ class Settings:
         return self.lottery().hashed()
 
     def trials_per_level(self) -> int:
-        per_seed = 1 + self.reinit + self.shuffle + (1 if self.mode == "han" else 0)
+        per_seed = 1 + self.reinit + self.shuffle + self.random + (1 if self.mode == "han" else 0)
         return per_seed * len(self.seeds)
 
 
@@ -125,11 +147,22 @@ def lottery(settings: Settings, chunk_steps: int | None = None) -> runner.Lotter
     return runner.Lottery(
         network=network(s.hidden, s.std),
         procedure=runner.Procedure(mode=s.mode, seeds=s.seeds, reinit=s.reinit, shuffle=s.shuffle, levels=s.levels,
-                                   min_remaining=s.min_remaining),
-        prune=rules.LayerwiseMagnitude(s.rate, s.output_rate_factor),
+                                   min_remaining=s.min_remaining, random=s.random, rewind_step=s.rewind_step,
+                                   snapshot_steps=s.snapshot_steps),
+        prune=prune_rule(s),
         trainer=trainers.Minibatch(s.optimizer, s.lr, s.batch_size, s.iterations, s.eval_every, chunk_steps),
         judge=judges.Convergence(s.eval_every, s.average_over, s.stable_for, s.tolerance),
         data="mnist")
+
+
+def prune_rule(settings: Settings) -> Any:
+    """The pruning rule of ``settings.pruning``: the paper's layer-wise rule (output layer at
+    ``output_rate_factor`` of the rate) or :class:`lth_jax.rules.GlobalMagnitude`."""
+    if settings.pruning == "layerwise":
+        return rules.LayerwiseMagnitude(settings.rate, settings.output_rate_factor)
+    if settings.pruning == "global":
+        return rules.GlobalMagnitude(settings.rate)
+    raise ValueError(f"pruning must be one of {', '.join(PRUNING)}, not {settings.pruning!r}")
 
 
 def device_data(mnist: Any) -> tuple:

@@ -136,6 +136,8 @@ def _is_paper_lenet(s: dict[str, Any]) -> bool:
         return False
     if mode in ("iterative", "han") and s.get("rate") != m.rate:
         return False
+    if s.get("rewind_step"):  # late rewinding is not the paper's procedure
+        return False
     return not (mode in ("oneshot", "iterative") and not (s.get("reinit") or s.get("shuffle")))
 
 

@@ -35,7 +35,34 @@ Modes (``Procedure.mode``):
 
 Trial layout of every level: tickets (one per seed), then ``reinit`` controls per ticket
 (fresh draws, control 1 of sections 3.2/4.2), then ``shuffle`` controls per ticket (control
-2), then (han) the continuing chain, seed-major within each role.
+2), then ``random`` controls per ticket (the random-mask control,
+:func:`lth_jax.transforms.random_mask`), then (han) the continuing chain, seed-major within
+each role. All of them train in one vmapped program.
+
+Late rewinding (Frankle et al. 2019, "Stabilizing the lottery ticket hypothesis";
+``Procedure.rewind_step = k``, one of ``Procedure.snapshot_steps``): the originals' training
+(level 0) keeps a snapshot of every original network, params and optimiser state, after each
+snapshot step (stored in the level-0 record as ``snapshots/<step>/params/...`` and
+``snapshots/<step>/opt/<i>``, the i-th leaf of the optimiser state). Every later level then
+starts from step ``k``: tickets from the step-``k`` snapshot under their masks
+(:func:`lth_jax.transforms.rewind` of the snapshot), shuffle and random-mask controls from the
+snapshot's values, reinit controls from fresh draws, and all of them train steps ``k`` ..
+``iterations - 1`` with their usual batch order (a ticket sees at step ``t`` the batch its
+original saw at step ``t``). The optimiser state at ``k`` (none for plain SGD) is the
+snapshot's, moved like the weights: masked for tickets, permuted with the values for shuffle
+controls, taken at the new positions for random-mask controls; a reinit control has no
+history and starts from a fresh optimiser state. Curves keep absolute steps: evaluations
+before ``k`` are NaN and ``curves/start_step`` holds ``k``, so a convergence iteration means
+the same as the original's.
+
+Level 0 does not depend on ``k``, so a run with ``rewind_step = k`` (its own directory: ``k``
+enters the hash) trains no original: its level 0 is the level-0 record of its *base* run (the
+same lottery with ``rewind_step = 0``, :func:`base_lottery`, in the same root), trained there
+if it is not stored yet, and copied (verified, checksummed, only the step-``k`` snapshot kept)
+into the run's own directory, so every reader sees a complete run. ``snapshot_steps`` is not
+hashed (it changes no trained number), so a later run with another ``k`` finds the same base;
+if the base's stored original lacks the step-``k`` snapshot, only the originals are trained
+again, and only up to step ``k``, to add it.
 """
 
 from __future__ import annotations
@@ -58,9 +85,11 @@ from lth_jax import store, transforms
 
 PyTree = Any
 MODES: tuple[str, ...] = ("oneshot", "iterative", "han")
-ROLES: tuple[str, ...] = ("ticket", "reinit", "shuffle", "continue")
+ROLES: tuple[str, ...] = ("ticket", "reinit", "shuffle", "random", "continue")
+CONTROLS: tuple[str, ...] = ("reinit", "shuffle", "random")
 CONTINUE_SLOT = 1000
 INIT = "init"  # record holding the initial weights of every seed
+SNAPSHOTS = "snapshots"  # prefix of the originals' snapshots in the level-0 record
 MAX_ROUNDS = 500
 
 
@@ -176,7 +205,14 @@ def _at(tree: PyTree, path: Sequence[str]) -> PyTree:
 
 @dataclasses.dataclass(frozen=True)
 class Procedure:
-    """The paper's procedure, independent of the network: which trainings a run consists of."""
+    """The paper's procedure, independent of the network: which trainings a run consists of.
+
+    ``random`` counts random-mask controls per ticket (:func:`lth_jax.transforms.random_mask`).
+    ``rewind_step`` is late rewinding's ``k`` (0: the paper, rewind to the initialisation); it
+    must be one of ``snapshot_steps``, the steps after which the originals' training keeps a
+    snapshot (0, the initialisation, is always one; the others must be steps the trainer can
+    stop at). ``snapshot_steps`` changes no trained number, so it is not hashed.
+    """
 
     mode: str = "oneshot"
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
@@ -186,22 +222,34 @@ class Procedure:
     rounds: int | None = None             # iterative/han: prunings; None = until under min_remaining
     min_remaining: float = 1.0            # iterative/han: stop after the first level under this percent
     control_levels: tuple[float, ...] | None = None  # level values that get controls (None: every level)
+    random: int = 0                       # control 3: random masks per ticket
+    rewind_step: int = 0                  # late rewinding: reset to the originals' step-k snapshot
+    snapshot_steps: tuple[int, ...] = (0,)  # steps after which each original is snapshotted
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
         object.__setattr__(self, "levels", tuple(float(v) for v in self.levels))
         if self.control_levels is not None:
             object.__setattr__(self, "control_levels", tuple(float(v) for v in self.control_levels))
+        steps = tuple(int(k) for k in self.snapshot_steps)
+        if len(set(steps)) != len(steps) or any(k < 0 for k in steps):
+            raise ValueError(f"snapshot_steps must be distinct non-negative integers, not {steps}")
+        object.__setattr__(self, "snapshot_steps", tuple(sorted({0, *steps})))
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, not {self.mode!r}")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
             raise ValueError(f"seeds must be distinct non-negative integers: {self.seeds}")
-        if self.reinit < 0 or self.shuffle < 0:
+        if self.reinit < 0 or self.shuffle < 0 or self.random < 0:
             raise ValueError("control counts must be >= 0")
         if self.rounds is not None and not 0 <= self.rounds <= MAX_ROUNDS:
             raise ValueError(f"rounds must be in 0..{MAX_ROUNDS}, not {self.rounds}")
         if not 0 < self.min_remaining < 100:
             raise ValueError(f"min_remaining must be a percentage in (0, 100), not {self.min_remaining}")
+        if self.rewind_step not in self.snapshot_steps:
+            raise ValueError(f"rewind_step must be one of snapshot_steps "
+                             f"({', '.join(map(str, self.snapshot_steps))}), not {self.rewind_step}")
+        if self.rewind_step and self.mode == "han":
+            raise ValueError("rewind_step must be 0 in han mode (its chain keeps training its trained weights)")
 
     def hashed(self) -> dict[str, Any]:
         d = {"mode": self.mode, "seeds": list(self.seeds), "reinit": self.reinit, "shuffle": self.shuffle}
@@ -209,10 +257,23 @@ class Procedure:
             d["control_levels"] = list(self.control_levels)
         if self.rounds is not None:
             d["rounds"] = self.rounds
+        # Added later: named only when set, so the runs stored before them keep their hashes.
+        if self.random:
+            d["random"] = self.random
+        if self.rewind_step:
+            d["rewind_step"] = self.rewind_step
         return d
 
     def controls_at(self, value: float) -> bool:
         return self.control_levels is None or float(value) in self.control_levels
+
+    def counts_at(self, value: float) -> tuple[int, int, int]:
+        """(reinit, shuffle, random) controls per ticket at the level of ``value``."""
+        return (self.reinit, self.shuffle, self.random) if self.controls_at(value) else (0, 0, 0)
+
+    def snapshots(self) -> tuple[int, ...]:
+        """The snapshot steps that are stored (step 0 is the ``init`` record)."""
+        return tuple(k for k in self.snapshot_steps if k)
 
 
 class Keys(Protocol):
@@ -252,14 +313,14 @@ class SeedKeys:
     - mini-batches of trial slot ``k``: ``fold_in(fold_in(root, 1), k)`` then, per step ``t``,
       ``fold_in(., t)`` (:func:`lth_jax.train.minibatch_segment`). Tickets are slot 0 at
       every level (the batch order of their original), reinit control ``j`` slot ``1 + j``,
-      shuffle control ``j`` slot ``1 + reinit + j``, Han's continuing network slot
-      ``1000 + round``;
+      shuffle control ``j`` slot ``1 + reinit + j``, random-mask control ``j`` slot
+      ``1 + reinit + shuffle + j``, Han's continuing network slot ``1000 + round``;
     - reinit control ``j``: ``fold_in(fold_in(fold_in(root, 2), level_id), j)``; shuffle
-      control ``j``: the same with 3 in place of 2. ``level_id`` is the round (iterative,
-      han) or ``round(value * 1000)`` (one-shot).
+      control ``j``: the same with 3 in place of 2; random-mask control ``j``: with 4.
+      ``level_id`` is the round (iterative, han) or ``round(value * 1000)`` (one-shot).
     """
 
-    STREAMS = {"reinit": 2, "shuffle": 3}
+    STREAMS = {"reinit": 2, "shuffle": 3, "random": 4}
 
     def hashed(self) -> dict[str, Any]:
         return {}  # the paper's derivation: nothing beyond the seeds enters the hash
@@ -302,7 +363,15 @@ class Rule(Protocol):
 
 class Trainer(Protocol):
     """Trains a stack of trials: ``(params, masks, keys, data, on_steps) -> (trained, outputs)``;
-    ``outputs`` maps store keys (``curves/accuracy``, ``logits``, ...) to per-trial arrays."""
+    ``outputs`` maps store keys (``curves/accuracy``, ``logits``, ...) to per-trial arrays.
+
+    Late rewinding asks more of a trainer (:class:`lth_jax.trainers.Minibatch` has it):
+    ``check_snapshot_steps(steps)`` (raise ``ValueError`` for steps it cannot stop at),
+    ``init_state(params)`` (one trial's fresh optimiser state, traceable), and the keyword
+    arguments ``snapshot_steps=`` (return ``snapshots/<step>/params/...`` and
+    ``snapshots/<step>/opt/<i>`` after those steps), ``start_step=`` with ``opt_state=``
+    (continue from that step and state) and ``stop_step=`` (stop early). The runner passes
+    them only when a procedure uses them."""
 
     iterations: int
 
@@ -339,6 +408,16 @@ class Lottery:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra", frozen(self.extra))
+        p = self.procedure
+        if p.snapshots():  # late rewinding needs a trainer that stops and restarts mid-training
+            check = getattr(self.trainer, "check_snapshot_steps", None)
+            if check is None:
+                raise ValueError(f"snapshot_steps must be (0,) with {type(self.trainer).__name__}, which cannot "
+                                 "stop and restart mid-training (use trainers.Minibatch)")
+            if p.rewind_step >= self.trainer.iterations:
+                raise ValueError(f"rewind_step must be below iterations ({self.trainer.iterations}), "
+                                 f"not {p.rewind_step}")
+            check(p.snapshots())
 
     def hashed(self) -> dict[str, Any]:
         """Everything that determines the trained numbers: the run directory's hash."""
@@ -347,8 +426,11 @@ class Lottery:
 
     def unhashed(self) -> dict[str, Any]:
         p = self.procedure
-        return {"levels": list(p.levels), "min_remaining": p.min_remaining, **self.judge.extra(),
-                "layers": [layer_name(x) for x in self.network.layers()], **thawed(self.extra)}
+        out = {"levels": list(p.levels), "min_remaining": p.min_remaining, **self.judge.extra(),
+               "layers": [layer_name(x) for x in self.network.layers()], **thawed(self.extra)}
+        if p.snapshots():
+            out["snapshot_steps"] = list(p.snapshot_steps)
+        return out
 
     def replace(self, **changes: Any) -> Lottery:
         return dataclasses.replace(self, **changes)
@@ -393,19 +475,21 @@ def plan(lottery: Lottery) -> list[Level]:
 
 
 class Trial(NamedTuple):
-    role: str       # ticket | reinit | shuffle | continue
+    role: str       # ticket | reinit | shuffle | random | continue
     seed: int
     replicate: int  # control number within its ticket (0 for tickets)
 
 
 def layout(procedure: Procedure, level: Level | None = None) -> list[Trial]:
-    """The trial axis of a level: tickets, reinit controls, shuffle controls, (continue)."""
+    """The trial axis of a level: tickets, reinit controls, shuffle controls, random-mask
+    controls, (continue)."""
     s = procedure.seeds
     controls = level is None or procedure.controls_at(level.value)
     out = [Trial("ticket", x, 0) for x in s]
     if controls:
         out += [Trial("reinit", x, j) for x in s for j in range(procedure.reinit)]
         out += [Trial("shuffle", x, j) for x in s for j in range(procedure.shuffle)]
+        out += [Trial("random", x, j) for x in s for j in range(procedure.random)]
     if procedure.mode == "han":
         out += [Trial("continue", x, 0) for x in s]
     return out
@@ -442,8 +526,8 @@ def initial_params(lottery: Lottery, seeds: Sequence[int] | None = None) -> PyTr
 
 
 @functools.lru_cache(maxsize=64)
-def _key_program(keys: Keys, seed_list: tuple[int, ...], n_re: int, n_sh: int, han: bool) -> Callable:
-    """``code -> (reinit keys, shuffle keys, batch keys)`` of a level's trials, seed-major.
+def _key_program(keys: Keys, seed_list: tuple[int, ...], n_re: int, n_sh: int, n_ra: int, han: bool) -> Callable:
+    """``code -> (reinit keys, shuffle keys, random keys, batch keys)`` of a level's trials, seed-major.
 
     Integer arithmetic only (threefry), so the bits do not depend on the optimisation level."""
     seeds = jnp.asarray(seed_list, jnp.uint32)
@@ -460,33 +544,48 @@ def _key_program(keys: Keys, seed_list: tuple[int, ...], n_re: int, n_sh: int, h
         s, j = replicates(n_sh)
         shuffle = keys.control(s, "shuffle", code, j) if n_sh else None
         batch.append(keys.batches(s, jnp.uint32(1 + n_re) + j))
+        random = None
+        if n_ra:  # a key scheme without a random stream (XOR's) is never asked for one
+            s, j = replicates(n_ra)
+            random = keys.control(s, "random", code, j)
+            batch.append(keys.batches(s, jnp.uint32(1 + n_re + n_sh) + j))
         if han:
             batch.append(keys.batches(seeds, CONTINUE_SLOT + code))
-        return reinit, shuffle, jnp.concatenate(batch)
+        return reinit, shuffle, random, jnp.concatenate(batch)
 
     return jax.jit(program, compiler_options=quick_options())
 
 
+def _repeat(n: int, tree: PyTree, count: int) -> PyTree:
+    """Each of the ``n`` seeds' entries ``count`` times, seed-major."""
+    return jax.tree.map(lambda a: a[jnp.repeat(jnp.arange(n), count)], tree)
+
+
+def _reinit_rows(network: Network, n: int, n_re: int, masks: PyTree, reinit_keys: jax.Array,
+                 fresh: PyTree | None) -> tuple[PyTree, PyTree]:
+    if fresh is not None:  # drawn beforehand by the (cached) initialisation program
+        return jax.vmap(lambda f, mm: transforms.reinit(None, lambda _: f, mm))(fresh, _repeat(n, masks, n_re))
+    return jax.vmap(lambda k, mm: transforms.reinit(k, network.init, mm))(reinit_keys, _repeat(n, masks, n_re))
+
+
 @functools.lru_cache(maxsize=32)
-def _builder(network: Network, n: int, n_re: int, n_sh: int, han: bool, quick: bool) -> Callable:
-    """``(init, masks, chain, reinit keys, shuffle keys) -> (params, masks)`` of a level's trials."""
+def _builder(network: Network, n: int, n_re: int, n_sh: int, n_ra: int, han: bool, quick: bool) -> Callable:
+    """``(init, masks, chain, reinit keys, shuffle keys, random keys, fresh) -> (params, masks)`` of a
+    level's trials."""
 
-    def repeat(x, count):  # each seed's entry ``count`` times, seed-major
-        return jax.tree.map(lambda a: a[jnp.repeat(jnp.arange(n), count)], x)
-
-    def build(init, masks, chain, reinit_keys, shuffle_keys, fresh):
+    def build(init, masks, chain, reinit_keys, shuffle_keys, random_keys, fresh):
         p, m = jax.vmap(transforms.rewind)(init, masks)
         params_l, masks_l = [p], [m]
-        if n_re and fresh is not None:  # drawn beforehand by the (cached) initialisation program
-            p, m = jax.vmap(lambda f, mm: transforms.reinit(None, lambda _: f, mm))(fresh, repeat(masks, n_re))
-            params_l.append(p)
-            masks_l.append(m)
-        elif n_re:
-            p, m = jax.vmap(lambda k, mm: transforms.reinit(k, network.init, mm))(reinit_keys, repeat(masks, n_re))
+        if n_re:
+            p, m = _reinit_rows(network, n, n_re, masks, reinit_keys, fresh)
             params_l.append(p)
             masks_l.append(m)
         if n_sh:
-            p, m = jax.vmap(transforms.shuffle)(shuffle_keys, repeat(init, n_sh), repeat(masks, n_sh))
+            p, m = jax.vmap(transforms.shuffle)(shuffle_keys, _repeat(n, init, n_sh), _repeat(n, masks, n_sh))
+            params_l.append(p)
+            masks_l.append(m)
+        if n_ra:
+            p, m = jax.vmap(transforms.random_mask)(random_keys, _repeat(n, init, n_ra), _repeat(n, masks, n_ra))
             params_l.append(p)
             masks_l.append(m)
         if han:
@@ -498,24 +597,106 @@ def _builder(network: Network, n: int, n_re: int, n_sh: int, han: bool, quick: b
     return jax.jit(build, compiler_options=quick_options(quick))
 
 
+def _control_keys(lottery: Lottery, level: Level) -> tuple[tuple[int, int, int], tuple]:
+    p = lottery.procedure
+    counts = p.counts_at(level.value)
+    keys = _key_program(lottery.keys, p.seeds, *counts, p.mode == "han")(jnp.uint32(lottery.keys.code(level)))
+    return counts, keys
+
+
 def build_trials(lottery: Lottery, init: PyTree, masks: PyTree, level: Level,
                  chain: PyTree | None = None) -> tuple[PyTree, PyTree, jax.Array]:
-    """Params, masks and batch keys of every trial of a level (order of :func:`layout`).
+    """Params, masks and batch keys of every trial of a level (order of :func:`layout`),
+    each trained from step 0.
 
     ``init`` and ``masks`` hold the seeds' initial weights and ticket masks on a leading
     axis; ``chain`` (han only) the continuing networks' trained weights.
     """
     p = lottery.procedure
-    controls = p.controls_at(level.value)
-    n_re, n_sh, han = (p.reinit if controls else 0), (p.shuffle if controls else 0), p.mode == "han"
-    reinit_keys, shuffle_keys, batch_keys = _key_program(lottery.keys, p.seeds, n_re, n_sh, han)(
-        jnp.uint32(lottery.keys.code(level)))
-    build = _builder(lottery.network, len(p.seeds), n_re, n_sh, han, lottery.quick_setup)
+    (n_re, n_sh, n_ra), (reinit_keys, shuffle_keys, random_keys, batch_keys) = _control_keys(lottery, level)
+    build = _builder(lottery.network, len(p.seeds), n_re, n_sh, n_ra, p.mode == "han", lottery.quick_setup)
     # Without quick set-up the control draws are the initialisation program's own (full optimisation,
     # compiled once per network and trial count), as the XOR sweep's were.
     fresh = _init_program(lottery.network)(reinit_keys) if n_re and not lottery.quick_setup else None
-    params, trial_masks = build(init, masks, chain, reinit_keys, shuffle_keys, fresh)
+    params, trial_masks = build(init, masks, chain, reinit_keys, shuffle_keys, random_keys, fresh)
     return params, trial_masks, batch_keys
+
+
+def _moved_slots(state: PyTree, like: PyTree, move: Callable[[PyTree], PyTree]) -> PyTree:
+    """``state`` (an optimiser state) with ``move`` applied to every sub-tree shaped like the
+    params ``like`` (momentum, Adam's moments) and the rest (step counts) kept."""
+    structure = jax.tree.structure(like)
+
+    def is_slot(x: Any) -> bool:
+        return jax.tree.structure(x) == structure
+
+    return jax.tree.map(lambda x: move(x) if is_slot(x) else x, state, is_leaf=is_slot)
+
+
+@functools.lru_cache(maxsize=32)
+def _rewound_builder(network: Network, trainer: Any, n: int, n_re: int, n_sh: int, n_ra: int,
+                     quick: bool) -> Callable:
+    """``(snapshot, state, masks, reinit keys, shuffle keys, random keys, fresh) -> (params, masks,
+    optimiser states)`` of a late-rewound level's trials (see the module docstring)."""
+
+    def ticket(values, state, masks):
+        p, m = transforms.rewind(values, masks)
+        return p, m, _moved_slots(state, values, lambda t: masks_lib.apply(t, m))
+
+    def shuffled(key, values, state, masks):
+        p, m = transforms.shuffle(key, values, masks)
+        perms = transforms.permutations(key, values)  # the ones shuffle drew: slots move with their weights
+        return p, m, _moved_slots(state, values, lambda t: masks_lib.apply(transforms.permute(t, perms), m))
+
+    def random(key, values, state, masks):
+        p, m = transforms.random_mask(key, values, masks)
+        return p, m, _moved_slots(state, values, lambda t: masks_lib.apply(t, m))  # the slots at the new places
+
+    def build(values, state, masks, reinit_keys, shuffle_keys, random_keys, fresh):
+        rows = [jax.vmap(ticket)(values, state, masks)]
+        if n_re:
+            p, m = _reinit_rows(network, n, n_re, masks, reinit_keys, fresh)
+            rows.append((p, m, jax.vmap(trainer.init_state)(p)))  # a fresh draw has no optimiser history
+        for count, keys, fn in ((n_sh, shuffle_keys, shuffled), (n_ra, random_keys, random)):
+            if count:
+                rows.append(jax.vmap(fn)(keys, _repeat(n, values, count), _repeat(n, state, count),
+                                         _repeat(n, masks, count)))
+        return tuple(_concat([r[i] for r in rows]) for i in range(3))
+
+    return jax.jit(build, compiler_options=quick_options(quick))
+
+
+def rewound_trials(lottery: Lottery, snapshot: tuple[PyTree, PyTree], masks: PyTree, level: Level
+                   ) -> tuple[PyTree, PyTree, jax.Array, PyTree]:
+    """Params, masks, batch keys and optimiser states of every trial of a late-rewound level
+    (order of :func:`layout`), each to be trained from step ``procedure.rewind_step``.
+
+    ``snapshot`` is the originals' ``(params, optimiser state)`` at that step (leading seed
+    axis, :func:`original_snapshot`); ``masks`` the seeds' ticket masks.
+    """
+    p = lottery.procedure
+    if p.mode == "han":
+        raise ValueError("late rewinding does not apply to han mode")
+    (n_re, n_sh, n_ra), (reinit_keys, shuffle_keys, random_keys, batch_keys) = _control_keys(lottery, level)
+    build = _rewound_builder(lottery.network, lottery.trainer, len(p.seeds), n_re, n_sh, n_ra, lottery.quick_setup)
+    fresh = _init_program(lottery.network)(reinit_keys) if n_re and not lottery.quick_setup else None
+    params, trial_masks, states = build(*snapshot, masks, reinit_keys, shuffle_keys, random_keys, fresh)
+    return params, trial_masks, batch_keys, states
+
+
+def original_snapshot(lottery: Lottery, record: store.Record, step: int) -> tuple[PyTree, PyTree]:
+    """The originals' ``(params, optimiser state)`` after ``step`` (leading seed axis), from a
+    level-0 record that holds that snapshot; the state's structure is the trainer's
+    ``init_state`` of one network."""
+    prefix = f"{SNAPSHOTS}/{step}"
+    if step not in record.metrics.get("snapshot_steps", []):
+        raise store.StoreError(f"{record.name}: holds no snapshot at step {step} "
+                               f"(has {record.metrics.get('snapshot_steps', [])})")
+    params = _tree(record, f"{prefix}/params")
+    one = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape[1:], a.dtype), params)
+    leaves, treedef = jax.tree.flatten(jax.eval_shape(lottery.trainer.init_state, one))
+    state = treedef.unflatten([jnp.asarray(record.arrays[f"{prefix}/opt/{i}"]) for i in range(len(leaves))])
+    return params, state
 
 
 # ---------------------------------------------------------------- pruning between levels
@@ -603,10 +784,11 @@ def chunks(n: int, per_chunk: int) -> list[np.ndarray]:
     return out
 
 
-def _row_digests(params: PyTree, masks: PyTree, keys: jax.Array) -> list[str]:
+def _row_digests(params: PyTree, masks: PyTree, keys: jax.Array, states: PyTree = None) -> list[str]:
     """One digest per trial row of everything that determines its training."""
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get((params, masks)))]
     leaves.append(np.asarray(jax.device_get(jax.random.key_data(keys))))
+    leaves += [np.asarray(x) for x in jax.tree.leaves(jax.device_get(states))]
     out = []
     for i in range(leaves[0].shape[0]):
         h = hashlib.sha256()
@@ -617,19 +799,22 @@ def _row_digests(params: PyTree, masks: PyTree, keys: jax.Array) -> list[str]:
 
 
 def _train_unique(trainer: Any, network: Network, trials: tuple, unique: np.ndarray, pieces: list[np.ndarray],
-                  data: Any, progress: Progress) -> tuple[PyTree, dict[str, np.ndarray]]:
-    """Train the ``unique`` rows of ``trials`` (params, masks, keys) chunk by chunk; returns the
-    trained params and outputs of the unique rows, in order (chunk padding dropped)."""
-    params, masks, keys = trials
+                  data: Any, progress: Progress, **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
+    """Train the ``unique`` rows of ``trials`` (params, masks, keys, optimiser states or None)
+    chunk by chunk; returns the trained params and outputs of the unique rows, in order (chunk
+    padding dropped). ``how`` goes to the trainer (late rewinding's ``start_step`` and
+    ``snapshot_steps``), with each chunk's rows of the optimiser states as ``opt_state``."""
+    params, masks, keys, states = trials
     total = keys.shape[0]
     outs = []
     for piece in pieces:
         rows = unique[piece]
         if rows.size == total and np.array_equal(rows, np.arange(total)):
-            p, m, k = params, masks, keys  # every row once, in order: nothing to gather
+            p, m, k, s = params, masks, keys, states  # every row once, in order: nothing to gather
         else:
-            p, m, k = _gather((params, masks, keys), jnp.asarray(rows))
-        trained, outputs = trainer(network, p, m, k, data, on_steps=progress.steps)
+            p, m, k, s = _gather((params, masks, keys, states), jnp.asarray(rows))
+        extra = dict(how, opt_state=s) if s is not None else how
+        trained, outputs = trainer(network, p, m, k, data, on_steps=progress.steps, **extra)
         outs.append((jax.device_get(trained), outputs))
     first = np.unique(np.concatenate(pieces), return_index=True)[1]  # each unique row once, in order
 
@@ -641,9 +826,18 @@ def _train_unique(trainer: Any, network: Network, trials: tuple, unique: np.ndar
 
 
 def signature(lottery: Lottery) -> tuple:
-    """Lotteries that can share one compiled program: same forward pass and trainer (each
-    keeps its own mode, plan and pruning rule)."""
-    return (lottery.network.program(), lottery.trainer.signature())
+    """Lotteries that can share one compiled program: same forward pass and trainer, and the
+    same rewind step (each keeps its own mode, plan and pruning rule)."""
+    return (lottery.network.program(), lottery.trainer.signature(), lottery.procedure.rewind_step)
+
+
+def base_lottery(lottery: Lottery) -> Lottery:
+    """The lottery whose level 0 (the trained originals and their snapshots) a late-rewound
+    ``lottery`` uses: the same one with ``rewind_step = 0`` (itself when it is 0). Its run
+    directory is :func:`run_dir` of it under the same root."""
+    if not lottery.procedure.rewind_step:
+        return lottery
+    return lottery.replace(procedure=dataclasses.replace(lottery.procedure, rewind_step=0))
 
 
 def run(lottery: Lottery, data: Any, root: str | Path, **kw: Any) -> Path:
@@ -661,8 +855,10 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     given.
 
     ``data`` is what the trainer takes (e.g. :func:`lth_jax.mnist.device_data`'s pair). Levels
-    already stored are skipped; each new level is stored before the next starts.
-    ``after_level`` is called after each newly stored level (tests use it to simulate a kill).
+    already stored are skipped; each new level is stored before the next starts. A late-rewound
+    lottery takes its level 0 from its :func:`base_lottery`'s run under the same ``root``
+    (trained there first if it is not stored). ``after_level`` is called after each newly
+    stored level (tests use it to simulate a kill).
     """
     if not lotteries:
         return []
@@ -671,6 +867,9 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
         raise ValueError(f"memory_budget_mb must be positive, not {memory_budget_mb}")
     budget = (memory_budget_mb or default_budget_mb()) * 2**20
     dirs = [run_dir(lt, root) for lt in lotteries]
+    # A late-rewound run whose level 0 is not stored yet reads (or trains) its base run's.
+    dirs += [run_dir(base_lottery(lt), root) for lt, d in zip(lotteries, list(dirs), strict=True)
+             if lt.procedure.rewind_step and not store.done(d, plan(lt)[0].name)]
     # The lock comes before open_run, so a second run waiting for it cannot rewrite the
     # running one's settings file; a second run of *other* settings has its own directory.
     with _locks(dirs, progress):
@@ -701,11 +900,49 @@ class _locks:
             cm.__exit__(*exc)
 
 
+class _Job(NamedTuple):
+    """One level of one run to train: the run's lottery and directory (a late-rewound run's
+    level 0 is its base run's) and the index of the lottery it serves."""
+
+    g: int
+    lottery: Lottery
+    path: Path
+    level: Level
+
+
+def _base_path(lottery: Lottery, path: Path) -> Path:
+    """The base run's directory (created with its settings file if it is not there yet)."""
+    base = base_lottery(lottery)
+    bpath = run_dir(base, path.parent)
+    if not (bpath / "settings.json").exists():
+        store.open_run(path.parent, base.hashed(), prefix=base.procedure.mode, extra=base.unhashed())
+    return bpath
+
+
+def _original_jobs(lotteries: Sequence[Lottery], paths: list[Path], plans: list[list[Level]], todo: list[int],
+                   data: Any, progress: Progress, budget: int) -> list[_Job]:
+    """Level 0 of late-rewound runs: copy each base run's stored original (taking a missing
+    snapshot first); the bases whose level 0 is not stored are returned as jobs to train."""
+    jobs = []
+    for g in todo:
+        lt, level = lotteries[g], plans[g][0]
+        base, bpath = base_lottery(lt), _base_path(lt, paths[g])
+        if store.done(bpath, level.name):
+            _add_snapshots(base, bpath, level, data, progress, budget)
+            copy_original(bpath, paths[g], level.name, lt.procedure.rewind_step)
+        else:
+            _report_problem(bpath, level.name, progress)
+            jobs.append(_Job(g, base, bpath, level))
+    return jobs
+
+
 def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, progress: Progress, budget: int,
                 after_level: Callable[[Level, dict[str, Any]], None] | None) -> None:
     first = lotteries[0]
+    k = first.procedure.rewind_step  # one rewind step per class (signature)
     plans = [plan(lt) for lt in lotteries]
     inits: list[Any] = [None] * len(lotteries)
+    snapshots: list[Any] = [None] * len(lotteries)
     for g, (lt, path) in enumerate(zip(lotteries, paths, strict=True)):
         if store.problem(path, INIT):  # every record is verified on resume, the initial weights too
             inits[g] = stored_init(lt, path, progress)
@@ -716,67 +953,139 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
             if i < len(p) and not store.done(paths[g], p[i].name):
                 _report_problem(paths[g], p[i].name, progress)
                 todo.append(g)
-        if not todo:
+        if k and i == 0:
+            jobs = _original_jobs(lotteries, paths, plans, todo, data, progress, budget)
+        else:
+            jobs = [_Job(g, lotteries[g], paths[g], plans[g][i]) for g in todo]
+        if not jobs:
             progress.level_end(i, [])
             continue
+        rewound = bool(k and i)
         parts = []
-        for g in todo:
-            lt, level = lotteries[g], plans[g][i]
-            if inits[g] is None:
-                inits[g] = stored_init(lt, paths[g], progress)
+        for job in jobs:
+            lt, level, g = job.lottery, job.level, job.g
+            if job.path != paths[g]:  # a base run's level 0
+                init = stored_init(lt, job.path, progress)
+            else:
+                if inits[g] is None:
+                    inits[g] = stored_init(lt, paths[g], progress)
+                init = inits[g]
             previous = plans[g][i - 1] if i else None
-            masks = ticket_masks(lt, paths[g], inits[g], level, previous)
+            masks = ticket_masks(lt, job.path, init, level, previous)
+            if rewound:
+                if snapshots[g] is None:
+                    snapshots[g] = original_snapshot(lt, store.load_level(paths[g], plans[g][0].name), k)
+                parts.append((job, masks, *rewound_trials(lt, snapshots[g], masks, level)))
+                continue
             chain = None
             if lt.procedure.mode == "han":
-                chain = inits[g] if previous is None else _tree(store.load_level(paths[g], previous.name), "chain")
-            parts.append((g, masks, *build_trials(lt, inits[g], masks, level, chain)))
+                chain = init if previous is None else _tree(store.load_level(job.path, previous.name), "chain")
+            parts.append((job, masks, *build_trials(lt, init, masks, level, chain), None))
         params = _concat([p[2] for p in parts])
         tmasks = _concat([p[3] for p in parts])
         keys = _concat([p[4] for p in parts])
-        digests = _row_digests(params, tmasks, keys)
+        states = _concat([p[5] for p in parts]) if rewound else None
+        digests = _row_digests(params, tmasks, keys, states)
         first_row: dict[str, int] = {}
         for row, d in enumerate(digests):
             first_row.setdefault(d, row)
         unique = np.asarray(sorted(first_row.values()))
         inverse = np.searchsorted(unique, [first_row[d] for d in digests])
         pieces = chunks(unique.size, budget // first.trainer.trial_bytes(first.network))
-        progress.level_start(i, depth, len(todo), len(digests), first.trainer.iterations * len(pieces))
+        start = k if rewound else 0
+        how: dict[str, Any] = {"start_step": k} if rewound else {}
+        steps = sorted({s for job in jobs for s in job.lottery.procedure.snapshots()}) if i == 0 else []
+        if steps:
+            how["snapshot_steps"] = tuple(steps)
+        progress.level_start(i, depth, len(jobs), len(digests), (first.trainer.iterations - start) * len(pieces))
         t0 = time.perf_counter()
-        trained_u, outputs_u = _train_unique(first.trainer, first.network, (params, tmasks, keys), unique, pieces,
-                                             data, progress)
+        trained_u, outputs_u = _train_unique(first.trainer, first.network, (params, tmasks, keys, states), unique,
+                                             pieces, data, progress, **how)
         seconds = time.perf_counter() - t0
         n_rows = [jax.tree.leaves(p[2])[0].shape[0] for p in parts]
         group = None
         if len(lotteries) > 1:
-            group = {"runs": len(todo), "trials": len(digests), "unique_trials": int(unique.size),
+            group = {"runs": len(jobs), "trials": len(digests), "unique_trials": int(unique.size),
                      "chunks": len(pieces), "trained_trials": int(sum(p.size for p in pieces)),
-                     "seconds": seconds, "members": [paths[g].name for g in todo]}
-        stored, start = [], 0
-        for (g, masks, *_), n in zip(parts, n_rows, strict=True):
-            lt, level = lotteries[g], plans[g][i]
-            rows = inverse[start:start + n]
-            start += n
+                     "seconds": seconds, "members": [job.path.name for job in jobs]}
+        stored, row0 = [], 0
+        for (job, masks, *_), n in zip(parts, n_rows, strict=True):
+            lt, level = job.lottery, job.level
+            rows = inverse[row0:row0 + n]
+            row0 += n
             trained_g = jax.tree.map(lambda x, rows=rows: x[rows], trained_u)
-            outputs_g = {k: v[rows] for k, v in outputs_u.items()}
-            metrics = level_metrics(lt, level, masks, outputs_g, seconds * n / len(digests),
-                                    diverged_sources(lt, paths[g], plans[g], i))
+            outputs_g = {key: v[rows] for key, v in outputs_u.items()}
+            judged = {key: v for key, v in outputs_g.items() if not key.startswith(SNAPSHOTS + store.SEP)}
+            metrics = level_metrics(lt, level, masks, judged, seconds * n / len(digests),
+                                    diverged_sources(lt, job.path, plans[job.g], i))
+            if rewound:
+                metrics["rewind_step"] = k
+            if steps:
+                metrics["snapshot_steps"] = steps
             if group is not None:
                 metrics["group"] = group
-            store.save_level(paths[g], level.name, level_arrays(lt, masks, trained_g, outputs_g), metrics)
-            stored.append((paths[g].name, level, metrics))
+            store.save_level(job.path, level.name, level_arrays(lt, masks, trained_g, outputs_g), metrics)
+            stored.append((job.path.name, level, metrics))
             if after_level:
                 after_level(level, metrics)
+            if job.path != paths[job.g]:  # the base's original, stored: now the rewound run's level 0
+                copy_original(job.path, paths[job.g], level.name, k)
         progress.level_end(i, stored)
+
+
+def copy_original(base: Path, path: Path, name: str, step: int) -> None:
+    """Make the base run's ``init`` and level-0 record ``name`` (the trained originals) the
+    late-rewound run's own: verified on reading, stored with fresh checksums, arrays and metrics
+    unchanged except that only the step-``step`` snapshot is kept and ``copied_from`` names the
+    source. Nothing is trained."""
+    if not store.done(path, INIT):
+        rec = store.load_level(base, INIT)
+        store.save_level(path, INIT, rec.arrays, rec.metrics)
+    rec = store.load_level(base, name)
+    keep = f"{SNAPSHOTS}{store.SEP}{step}{store.SEP}"
+    arrays = {key: a for key, a in rec.arrays.items()
+              if not key.startswith(SNAPSHOTS + store.SEP) or key.startswith(keep)}
+    store.save_level(path, name, arrays, {**rec.metrics, "snapshot_steps": [step],
+                                          "copied_from": f"{base.name}/{name}"})
+
+
+def _add_snapshots(lottery: Lottery, path: Path, level: Level, data: Any, progress: Progress, budget: int) -> None:
+    """Give the stored originals of level 0 the snapshots ``lottery`` asks for that they lack:
+    the originals (seeds only, no controls) are trained again from their initial weights with
+    their own batch order up to the last missing step, and the record is stored again with
+    the new snapshots beside everything it held. On one platform the same programs give the
+    same bits as the originals' first training, so this takes k steps of the seeds' networks
+    instead of a whole level (vmapped over other trial counts, conv nets may differ in the last
+    bits, as tests/test_runner.py measures)."""
+    record = store.load_level(path, level.name)
+    have = set(record.metrics.get("snapshot_steps", []))
+    missing = sorted(set(lottery.procedure.snapshots()) - have)
+    if not missing:
+        return
+    progress.note(f"{path.name}/{level.name} holds no snapshot at step(s) {', '.join(map(str, missing))}: "
+                  f"training its originals to step {missing[-1]} to take them")
+    init = stored_init(lottery, path, progress)
+    alone = lottery.replace(procedure=dataclasses.replace(lottery.procedure, reinit=0, shuffle=0, random=0))
+    masks = ticket_masks(alone, path, init, level, None)
+    params, tmasks, keys = build_trials(alone, init, masks, level)
+    n = keys.shape[0]
+    pieces = chunks(n, budget // lottery.trainer.trial_bytes(lottery.network))
+    _, outputs = _train_unique(lottery.trainer, lottery.network, (params, tmasks, keys, None), np.arange(n), pieces,
+                               data, progress, snapshot_steps=tuple(missing), stop_step=missing[-1])
+    new = {key: v for key, v in outputs.items() if key.startswith(SNAPSHOTS + store.SEP)}
+    store.save_level(path, level.name, {**record.arrays, **new},
+                     {**record.metrics, "snapshot_steps": sorted(have | set(missing))})
 
 
 def level_arrays(lottery: Lottery, masks: PyTree, trained: PyTree, outputs: Mapping[str, np.ndarray]
                  ) -> dict[str, np.ndarray]:
-    """What a level stores: ticket masks, the tickets' trained weights, the trainer's outputs,
-    and (han) the continuing chain's trained weights."""
+    """What a level stores: ticket masks, the tickets' trained weights, the trainer's outputs
+    (of the originals alone for their snapshots), and (han) the continuing chain's trained weights."""
     n = len(lottery.procedure.seeds)
     arrays = {**store.flatten(jax.device_get(masks), "masks"),
               **store.flatten(jax.tree.map(lambda x: np.asarray(x)[:n], trained), "trained"),
-              **{k: np.asarray(v) for k, v in outputs.items()}}
+              **{k: np.asarray(v)[:n] if k.startswith(SNAPSHOTS + store.SEP) else np.asarray(v)
+                 for k, v in outputs.items()}}
     if lottery.procedure.mode == "han":
         arrays.update(store.flatten(jax.tree.map(lambda x: np.asarray(x)[-n:], trained), "chain"))
     return arrays

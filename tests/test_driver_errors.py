@@ -86,6 +86,17 @@ CASES = [
     case("mnist_plots", "--runs_dir={missing}", names=("runs_dir", "{missing}")),
     case("mnist_plots", "--runs_dir={empty}", names=("runs_dir", "{empty}"), code=1),  # as the report
     case("mnist_plots", "--oneshot={missing}", names="oneshot"),
+    # issue 9: late rewinding and the random-mask control (smoke preset: 1000 iterations, eval every 100)
+    case("mnist", "--rewind_step=150", names="rewind_step"),
+    case("mnist", "--rewind_step=-100", names="rewind_step"),
+    case("mnist", "--rewind_step=1000", "--snapshot_steps=0,1000", names="rewind_step"),
+    case("mnist", "--mode=han", "--rewind_step=500", "--snapshot_steps=0,500", names="rewind_step"),
+    case("mnist", "--snapshot_steps=0,150", names="snapshot_steps"),
+    case("mnist", "--snapshot_steps=0,2000", names="snapshot_steps"),
+    case("mnist", "--snapshot_steps=100,100", names="snapshot_steps"),
+    case("mnist", "--snapshot_steps=", names="snapshot_steps"),
+    case("mnist", "--controls=1,1,1,1", names="controls"),
+    case("mnist", "--controls=1,1,-1", names="controls"),
     # generic
     *generic("xor_sweep", "lr", *XOR),
     *generic("mnist", "lr"),
@@ -94,6 +105,7 @@ CASES = [
     *generic("report", None),
     *generic("reproduce_paper", None, "--dry_run"),
     *generic("mnist_plots", None),
+    case("mnist", "--pruning=magnitude", names="pruning"),  # issue 9: layerwise | global
 ]
 
 

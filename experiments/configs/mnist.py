@@ -1,7 +1,8 @@
 """Presets of ``python -m experiments.mnist`` (fields of ``lth_jax.mnist.Settings``).
 
 Every key can be overridden by the flag of the same name; ``seeds`` is a count
-(seeds ``first_seed .. first_seed + seeds - 1``) and ``controls`` is ``(reinit, shuffle)``.
+(seeds ``first_seed .. first_seed + seeds - 1``) and ``controls`` is ``(reinit, shuffle)`` or
+``(reinit, shuffle, random)`` (random-mask controls; 0 when two counts are given).
 """
 
 from __future__ import annotations
