@@ -22,7 +22,6 @@ random data of the same shape and says so in the JSON (``"data"``).
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import statistics
@@ -37,7 +36,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import data, instability, mnist, models
+from lth_jax import data, instability, mnist, models, store
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, f"folder with the four MNIST .gz files (default: ${data.MNIST_DIR_ENV})")
@@ -148,9 +147,7 @@ def run() -> dict:
     }
     out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    store.write_json(out, result)
     print(f"load average {result['load_average'][0]:.1f} on {os.cpu_count()} cores; wrote {out}")
     return result
 

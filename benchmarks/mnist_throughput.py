@@ -39,7 +39,6 @@ records the XLA flags in force.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -52,7 +51,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import data, mnist, models, trainers
+from lth_jax import data, mnist, models, store, trainers
 from lth_jax import masks as masks_lib
 
 FLAGS = flags.FLAGS
@@ -253,9 +252,7 @@ def run() -> dict:
           f"{result['load_average'][0]:.1f} on {os.cpu_count()} cores (shared machine: wall-clock figures are noisy)")
     out = Path(FLAGS.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    store.write_json(out, result)
     print(f"wrote {out}")
     return result
 

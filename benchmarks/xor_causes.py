@@ -48,6 +48,11 @@ X, Y = (np.asarray(a) for a in metrics.xor_data())
 SIGN = 2 * Y - 1
 
 
+def found(logits: np.ndarray) -> np.ndarray:
+    """DB per network, by the sweep's rule (strict: every point on its side of the boundary)."""
+    return np.asarray(metrics.decision_boundary(logits, Y))
+
+
 def margin_for(threshold: float) -> float:
     """The smallest margin whose cross-entropy softplus(-m) is at most ``threshold``."""
     return -math.log(math.expm1(threshold))
@@ -88,16 +93,16 @@ def line_stats(line: Line, threshold: float) -> dict[str, Any]:
     k, b, v, c = line.hidden()
     alive = np.asarray(line.masks["Dense_0"]["bias"], bool)
     margin = np.min(SIGN * line.logits, axis=1)
-    db = margin > 0
+    db = found(line.logits)
     pre00 = b                                   # the hidden pre-activations at (0, 0)
     carried_by_bias = ~np.any((pre00 > 0) & alive, axis=1)
     init_c = line.hidden("init")[3]
-    found = margin[db]
+    db_margin = margin[db]
     need = margin_for(threshold)
     return {"trials": len(margin), "db": 100 * float(db.mean()),
-            "median_margin_db": float(np.median(found)) if found.size else None,
-            "margin_q25_q75": [float(q) for q in np.percentile(found, [25, 75])] if found.size else None,
-            "pct_db_with_margin_over_zl": 100 * float(np.mean(found >= need)) if found.size else None,
+            "median_margin_db": float(np.median(db_margin)) if db_margin.size else None,
+            "margin_q25_q75": [float(q) for q in np.percentile(db_margin, [25, 75])] if db_margin.size else None,
+            "pct_db_with_margin_over_zl": 100 * float(np.mean(db_margin >= need)) if db_margin.size else None,
             "pct_00_carried_by_output_bias": 100 * float(carried_by_bias.mean()),
             "min_margin_at_00_pct": 100 * float(np.mean(np.argmin(SIGN * line.logits, axis=1) == 0)),
             "median_output_bias_move": float(np.median(np.abs(c - init_c)))}
@@ -113,8 +118,7 @@ def pair_stats(original: Line, ticket: Line) -> dict[str, Any]:
     kinds = unit_kind(original.hidden()[0])                       # (T, 10) in the trained original
     kept = np.asarray(ticket.masks["Dense_0"]["bias"], bool)      # (T, 10): the ticket's 2 units
     pair = np.array([sorted(kinds[i][kept[i]]) == [-1, 1] for i in range(len(kept))])
-    ok = np.min(SIGN * ticket.logits, axis=1) > 0
-    orig_ok = np.min(SIGN * original.logits, axis=1) > 0
+    ok, orig_ok = found(ticket.logits), found(original.logits)
     return {"pct_complementary_pair": 100 * float(pair.mean()),
             "db_given_pair": 100 * float(ok[pair].mean()) if pair.any() else None,
             "db_given_no_pair": 100 * float(ok[~pair].mean()) if (~pair).any() else None,
@@ -127,7 +131,7 @@ def alive_at_init(line: Line) -> dict[str, Any]:
     exists = np.asarray(line.masks["Dense_0"]["bias"], bool)
     pre = np.einsum("pi,tij->tpj", X, k) + b[:, None, :]
     alive = np.sum(np.any(pre > 0, axis=1) & exists, axis=1)
-    ok = np.min(SIGN * line.logits, axis=1) > 0
+    ok = found(line.logits)
     both = alive == exists.sum(1)
     return {"pct_all_alive_at_init": 100 * float(both.mean()), "db_given_all_alive": 100 * float(ok[both].mean()),
             "db_given_a_dead_unit": 100 * float(ok[~both].mean()) if (~both).any() else None}

@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import masks as masks_lib
 from lth_jax import models, optimizers, train
 
 PyTree = Any
@@ -295,12 +296,15 @@ def sigmoid_ce_trials_last(module: Any, reduction: str = "mean") -> train.LossFn
     reduce = {"mean": jnp.mean, "sum": jnp.sum}[reduction]
 
     def loss(params, batch):
-        x, y = batch
-        z = models.mlp_logits_trials_last(params, x, module.relu_grad_at_zero)[:, 0]  # (rows, *trials)
-        y = y.reshape((-1,) + (1,) * (z.ndim - 1))
-        return reduce(jax.nn.softplus(z) - y * z, axis=0)
+        return reduce(_sigmoid_ce_per_example(module, params, *batch), axis=0)
 
     return loss
+
+
+def _sigmoid_ce_per_example(module: Any, params: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
+    """softplus(z) - y z of every example (rows, *trials), params leaves ending in the trial axis."""
+    z = models.mlp_logits_trials_last(params, x, module.relu_grad_at_zero)[:, 0]  # (rows, *trials)
+    return jax.nn.softplus(z) - y.reshape((-1,) + (1,) * (z.ndim - 1)) * z
 
 
 @functools.lru_cache(maxsize=8)
@@ -351,12 +355,10 @@ def _stochastic_fit(module: Any, trainer: FullBatch, optimizer: Any) -> Callable
             jnp.arange(epochs)))(keys).astype(jnp.int8)                       # (T, epochs, m)
         last = lambda tree: jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), tree)  # noqa: E731
         params, masks = last(params), last(masks)
-        params = jax.tree.map(lambda p, k: jnp.where(k, p, 0), params, masks)
+        params = masks_lib.apply(params, masks)
 
         def loss(p, weights):
-            z = models.mlp_logits_trials_last(p, x, module.relu_grad_at_zero)[:, 0]  # (m, T)
-            ce = jax.nn.softplus(z) - y[:, None] * z
-            total = jnp.sum(weights * ce, axis=0)
+            total = jnp.sum(weights * _sigmoid_ce_per_example(module, p, x, y), axis=0)
             return total / jnp.sum(weights, axis=0) if reduce_mean else total
 
         def step(carry, t):
