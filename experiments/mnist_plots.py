@@ -38,7 +38,7 @@ def define() -> None:
     cli.define_flag("out_dir", str | None, None, "Where the PNGs and claims go (default: <runs_dir>/figures).")
 
 
-TICKET, REINIT, SHUFFLE = "#1f77b4", "#ff7f0e", "#2ca02c"
+TICKET, REINIT, SHUFFLE, RANDOM = "#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"
 PAPER_MARK = dict(marker="*", s=140, color="crimson", edgecolor="black", zorder=6)
 METRIC_OF = {"acc": "convergence_accuracy", "conv": "convergence_iteration", "final": "final_accuracy"}
 
@@ -143,7 +143,7 @@ def _panels(run: Run):
 def _note_unconverged(axes, *runs: Run) -> None:
     for ax in axes[:2]:
         if not any(np.nansum(r.column(role, "convergence_iteration", "n")) for r in runs
-                   for role in ("ticket", "reinit", "shuffle")):
+                   for role in ("ticket", "reinit", "shuffle", "random")):
             ax.text(0.5, 0.5, "no trial converged under footnote 5\nwithin the iterations trained",
                     transform=ax.transAxes, ha="center", va="center", color="gray")
 
@@ -189,6 +189,8 @@ def _tickets_and_controls(ax, run: Run, metric: str, label: str) -> None:
         _role(ax, run, "reinit", metric, REINIT, "reinit (control 1)")
     if run.trials("shuffle"):
         _role(ax, run, "shuffle", metric, SHUFFLE, "shuffle (control 2)")
+    if run.trials("random"):  # not in the paper: open_lth's random-mask control (issue 9)
+        _role(ax, run, "random", metric, RANDOM, "random mask (control 3)")
 
 
 def figure3(run: Run, out: Path) -> None:

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from experiments import cli, studies
+from experiments import beyond, cli, studies
 from experiments.configs import reproduce_paper as plan
 from experiments.configs import studies as study_config
 from lth_jax import claims, cost, paper, results, store
@@ -398,6 +398,7 @@ def write(view: results.View, out: str | Path, command: str | None = None) -> Pa
         if fig not in present:
             L += _missing_text(fig, missing)
         L.append("")
+    L += beyond.section(runs_dir, fig_dir)  # issue 9's follow-up experiments, when any are stored
     L += ["## Missing results", "",
           "Still to run, with the estimated time left (stored levels count as done; runs resume). The paper "
           "preset rows are what a reproduction at the paper's settings needs; cpu rows only cover figures with "

@@ -64,7 +64,7 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
             if name == "init":
                 continue
             m = store.load_level(run, name, arrays=False).metrics
-            if "seconds" not in m or "roles" not in m:
+            if "seconds" not in m or "roles" not in m or "copied_from" in m:  # a copy is its source's time
                 continue
             group = m.get("group")
             if group:
@@ -75,7 +75,7 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
                 seconds, trials = group["seconds"], group["trained_trials"]
             else:
                 seconds, trials = m["seconds"], sum(r["trials"] for r in m["roles"].values())
-            work = trials * iterations * scale
+            work = trials * (iterations - m.get("rewind_step", 0)) * scale  # a rewound level trains k..end
             if work >= MIN_MEASURED and seconds > 0:
                 out.setdefault("cpu" if m.get("device", "cpu") == "cpu" else "gpu", []).append(seconds / work)
     return out
@@ -106,7 +106,8 @@ def seed_steps(settings: Sequence[mnist.Settings], root: str | Path | None = Non
         scale = sum(mnist.weight_counts(s).values()) / LENET_WEIGHTS
         path = mnist.run_dir(s, root) if root is not None else None
         for level in mnist.plan(s):
-            cost = s.trials_per_level() * s.iterations * scale
+            steps = s.iterations - (s.rewind_step if level.order else 0)  # late rewinding trains k..end
+            cost = s.trials_per_level() * steps * scale
             key = (s.mode, s.hidden, s.std, s.seeds, s.iterations) if level.order == 0 else None
             if key is not None and key in seen:
                 continue

@@ -219,13 +219,17 @@ def trainings_to(percent: float, settings: Settings) -> dict[str, float]:
     round(rate * remaining) per hidden layer, the output layer at its reduced rate) is under
     ``percent``; each round before it is one training, so the count is its round number.
     Returns the count and the ticket's percent remaining (overall and of the hidden layers).
+    With ``pruning="global"`` the rate is of all remaining weights at once, so the count is that
+    of the global rule's plan and ``percent_hidden`` is None (how the survivors split across
+    layers depends on the trained weights; the section's numbers are layer-wise).
     """
     levels = plan(settings.replace(mode="iterative", min_remaining=percent))
     last, first = levels[-1], levels[0]
-    hidden = list(first.counts)[:-1]
+    hidden = list(first.counts)[:-1]  # empty for a global rule: it knows only the pooled total
     return {"rate": settings.rate, "trainings": len(levels) - 1,
             "percent_overall": 100.0 * sum(last.counts.values()) / sum(first.counts.values()),
-            "percent_hidden": 100.0 * sum(last.counts[n] for n in hidden) / sum(first.counts[n] for n in hidden)}
+            "percent_hidden": 100.0 * sum(last.counts[n] for n in hidden) / sum(first.counts[n] for n in hidden)
+            if hidden else None}
 
 
 # ---------------------------------------------------------------- reading results back

@@ -798,6 +798,28 @@ def _row_digests(params: PyTree, masks: PyTree, keys: jax.Array, states: PyTree 
     return out
 
 
+def _unique_rows(digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``(unique, inverse)``: the first row of each distinct digest, in order, and for every
+    row the position of its digest's row in ``unique``."""
+    first_row: dict[str, int] = {}
+    for row, d in enumerate(digests):
+        first_row.setdefault(d, row)
+    unique = np.asarray(sorted(first_row.values()))
+    return unique, np.searchsorted(unique, [first_row[d] for d in digests])
+
+
+def train_trials(trainer: Any, network: Network, trials: tuple, data: Any, progress: Progress,
+                 budget_mb: int, **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
+    """Train every row of ``trials`` (params, masks, batch keys, optimiser states or None; a
+    leading trial axis) as the runner trains a level: identical rows once, in chunks of at most
+    ``budget_mb`` of estimated device memory. Returns the trained params and the trainer's
+    outputs for every row, in order. ``how`` goes to the trainer (``start_step``, ...)."""
+    unique, inverse = _unique_rows(_row_digests(*trials))
+    pieces = chunks(unique.size, budget_mb * 2**20 // trainer.trial_bytes(network))
+    trained, outputs = _train_unique(trainer, network, trials, unique, pieces, data, progress, **how)
+    return jax.tree.map(lambda x: x[inverse], trained), {k: v[inverse] for k, v in outputs.items()}
+
+
 def _train_unique(trainer: Any, network: Network, trials: tuple, unique: np.ndarray, pieces: list[np.ndarray],
                   data: Any, progress: Progress, **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
     """Train the ``unique`` rows of ``trials`` (params, masks, keys, optimiser states or None)
@@ -986,11 +1008,7 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
         keys = _concat([p[4] for p in parts])
         states = _concat([p[5] for p in parts]) if rewound else None
         digests = _row_digests(params, tmasks, keys, states)
-        first_row: dict[str, int] = {}
-        for row, d in enumerate(digests):
-            first_row.setdefault(d, row)
-        unique = np.asarray(sorted(first_row.values()))
-        inverse = np.searchsorted(unique, [first_row[d] for d in digests])
+        unique, inverse = _unique_rows(digests)
         pieces = chunks(unique.size, budget // first.trainer.trial_bytes(first.network))
         start = k if rewound else 0
         how: dict[str, Any] = {"start_step": k} if rewound else {}

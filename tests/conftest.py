@@ -61,3 +61,9 @@ def synthetic_mnist(train: int = 512, test: int = 256, seed: int = 0):
         return jnp.asarray(x), jnp.asarray(np.argmax(x @ w, axis=1).astype(np.int32))
 
     return split(train), split(test)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data():
+    """:func:`synthetic_mnist` with 256 training and 128 test examples, shared by the tiny runs."""
+    return synthetic_mnist(256, 128)

@@ -106,6 +106,18 @@ CASES = [
     *generic("reproduce_paper", None, "--dry_run"),
     *generic("mnist_plots", None),
     case("mnist", "--pruning=magnitude", names="pruning"),  # issue 9: layerwise | global
+    # issue 9: the instability driver (cpu preset: 5000 iterations, eval every 100)
+    case("instability", "--rewind_steps=150", names="rewind_steps"),
+    case("instability", "--roles=ticket,continue", names="roles"),
+    case("instability", "--alphas=1", names="alphas"),
+    case("instability", "--every=0", names="every"),
+    case("instability", "--mode=han", names="mode"),
+    case("instability", "--controls=1", names="controls"),
+    case("instability", "--mnist_dir={missing}", names="mnist_dir"),
+    *generic("instability", "lr"),
+    *generic("beyond", None),
+    case("beyond", "--runs_dir={missing}", names=("runs_dir", "{missing}")),
+    case("beyond", "--runs_dir={empty}", "--report={missing}", names="report"),
 ]
 
 

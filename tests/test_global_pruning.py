@@ -220,3 +220,12 @@ def test_a_one_shot_mnist_run_keeps_p_percent_of_all_weights_and_the_controls_ke
     per_layer = {n: ticket[n]["kernel"].reshape(2, -1).sum(axis=1) for n in ticket}
     assert not np.allclose(per_layer["Dense_0"] / 12544, per_layer["Dense_2"] / 80)  # not 30% of each layer
     assert sorted(recs["p30"].metrics["roles"]) == ["reinit", "shuffle", "ticket"]
+
+
+def test_trainings_to_about_5_percent_with_global_pruning_counts_the_global_plan():
+    """Global pruning at 20% a round removes 20% of ALL remaining weights, so about 5% takes
+    ceil(log(0.05) / log(0.8)) = 14 trainings; how the ticket splits across layers is not known
+    before training, so no hidden-layer percent is claimed."""
+    t = mnist.trainings_to(5.0, mnist.Settings(mode="iterative", pruning="global"))
+    assert t["trainings"] == 14 and t["percent_hidden"] is None
+    assert 0.8 ** 14 * 100 == pytest.approx(t["percent_overall"], rel=1e-3)
