@@ -26,7 +26,7 @@ from typing import Any
 
 from matplotlib.figure import Figure  # the object API needs no backend (no display, no pyplot state)
 
-from experiments import cli
+from experiments import cli, distributed
 from experiments.configs.instability import PRESETS
 from experiments.progress import LevelBars
 from lth_jax import data, instability_runs, mnist, runner, store
@@ -64,6 +64,7 @@ def define() -> None:
     cli.define_flag("mnist_dir", str | None, None,
                     "Folder of the four MNIST .gz files (default: $LTH_MNIST_DIR, else downloads).", exists="dir")
     cli.define_flag("progress", bool, True, "Show progress bars.")
+    distributed.define_flags()
 
 
 def settings_from_flags() -> tuple[list[mnist.Settings], instability_runs.Analysis]:
@@ -87,6 +88,7 @@ def settings_from_flags() -> tuple[list[mnist.Settings], instability_runs.Analys
 def run() -> None:
     runs, analysis = settings_from_flags()
     command = " ".join(["python -m experiments.instability", *sys.argv[1:]])
+    count = distributed.start()
     images = mnist.device_data(data.mnist(FLAGS.mnist_dir))
     plan = mnist.plan(runs[0])
     chosen = analysis.levels(plan)
@@ -99,7 +101,8 @@ def run() -> None:
         bars = LevelBars(len(plan), FLAGS.progress)
         lottery = s.lottery()
         paths[s.rewind_step] = instability_runs.run(lottery, analysis, images, FLAGS.out_dir, progress=bars,
-                                                    memory_budget_mb=FLAGS.memory_budget_mb, command=command)
+                                                    memory_budget_mb=FLAGS.memory_budget_mb, command=command,
+                                                    devices=count)
         bars.close()
         print(f"k={s.rewind_step}: run {runner.run_dir(lottery, FLAGS.out_dir)}, analysis {paths[s.rewind_step]}")
     print(f"done in {time.perf_counter() - t0:.1f} s\n")

@@ -21,7 +21,7 @@ from typing import Any
 
 import jax
 
-from experiments import cli
+from experiments import cli, distributed
 from experiments.configs.mnist import PRESETS
 from experiments.progress import LevelBars
 from lth_jax import data, mnist
@@ -43,6 +43,7 @@ def define() -> None:
     cli.define_flag("mnist_dir", str | None, None,
                     "Folder of the four MNIST .gz files (default: $LTH_MNIST_DIR, else downloads).", exists="dir")
     cli.define_flag("progress", bool, True, "Show progress bars.")
+    distributed.define_flags()
 
 
 def settings_from_flags() -> mnist.Settings:
@@ -82,6 +83,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 def run() -> None:
     s = settings_from_flags()
+    count = distributed.start()
     images = mnist.device_data(data.mnist(FLAGS.mnist_dir))
     counts = mnist.weight_counts(s)
     levels = mnist.plan(s)
@@ -95,7 +97,7 @@ def run() -> None:
     print(f"results: {mnist.run_dir(s, FLAGS.out_dir)}")
     bars = LevelBars(len(levels), FLAGS.progress)
     t0 = time.perf_counter()
-    path = mnist.run(s, images, FLAGS.out_dir, progress=bars, chunk_steps=FLAGS.chunk_steps)
+    path = mnist.run(s, images, FLAGS.out_dir, progress=bars, chunk_steps=FLAGS.chunk_steps, devices=count)
     bars.close()
     print(f"done in {time.perf_counter() - t0:.1f} s")
     print_table(mnist.table(path))

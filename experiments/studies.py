@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from experiments import cli
+from experiments import cli, distributed
 from experiments.configs.studies import FIGURES, PAPER_MODES, PRESETS, STUDIES, Axes, Group, study_groups
 from experiments.progress import LevelBars
 from lth_jax import claims, cost, data, mnist, results, runner, store
@@ -48,6 +48,7 @@ def define() -> None:
                     "else download).", exists="dir")
     cli.define_flag("dry_run", bool, False, "Print the plan and its estimated cost; train nothing.")
     cli.define_flag("progress", bool, True, "Show progress bars.")
+    distributed.define_flags()
 
 
 def jobs(study: str, mode: str | None, preset: str, overrides: dict[str, Any]) -> list[tuple[str, str, list[Group]]]:
@@ -102,6 +103,7 @@ def run() -> None:
                 print(f"  {g.label}: {t['trainings']} trainings to {t['percent_overall']:.2f}% of the weights")
     if FLAGS.dry_run:
         return
+    count = distributed.start()
     images = mnist.device_data(data.mnist(FLAGS.mnist_dir))
     plots = Path(FLAGS.plots_dir or Path(FLAGS.out_dir) / "figures")
     command = "python -m experiments.studies " + " ".join(sys.argv[1:])
@@ -111,7 +113,7 @@ def run() -> None:
         depth = max(len(mnist.plan(g.settings)) for g in groups)
         bars = LevelBars(depth, FLAGS.progress, describe=_describe)
         runner.run_groups([g.settings.lottery() for g in groups], images, FLAGS.out_dir, progress=bars,
-                          memory_budget_mb=FLAGS.memory_budget_mb)
+                          memory_budget_mb=FLAGS.memory_budget_mb, devices=count)
         bars.close()
         study = results.load_study(manifest)
         print(markdown_table(study))

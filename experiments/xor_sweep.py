@@ -19,10 +19,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments import cli
+from experiments import cli, distributed
 from experiments.configs.xor import PRESETS
 from experiments.progress import LevelBars
-from lth_jax import paper, store, xor
+from lth_jax import devices, paper, store, xor
 
 FLAGS = cli.FLAGS
 
@@ -32,14 +32,16 @@ def define() -> None:
     cli.define_flags(xor.Settings, PRESETS["paper"])
     cli.define_flag("out_dir", str, "runs/xor", "Where the JSON, the PNG and the stored runs (out_dir/cache) go.")
     cli.define_flag("progress", bool, True, "Show progress bars.")
+    distributed.define_flags()
 
 
 def run() -> None:
     s = xor.fitted_chunk(cli.settings_from_flags(xor.Settings, cli.preset(PRESETS)))
+    count = distributed.start()
     out = Path(FLAGS.out_dir)
     bars = LevelBars(len(s.rounds()) + 1, FLAGS.progress, describe=lambda level, metrics: "")
     t0 = time.perf_counter()
-    res = xor.sweep(s, out / "cache", bars)
+    res = xor.sweep(s, out / "cache", bars, devices=count)
     bars.close()
     # The chunk program's compile time, if this run trained anything (the program is cached).
     compile_s = s.trainer().compiled(s.network(), xor.metrics.xor_data())[1] if bars.trained else 0.0
@@ -50,6 +52,8 @@ def run() -> None:
         "platform": {"jax": jax.__version__, "backend": jax.default_backend(), "cpus": os.cpu_count(),
                      "xla_flags": os.environ.get("XLA_FLAGS", "")},
     })
+    if not devices.is_writer():  # the other processes of a multi-host run have trained their shards
+        return
     print(format_tables(res, s))
     print(f"\n{res['trainings_run_now']} trainings run now in {bars.seconds:.1f} s (compile {compile_s:.1f} s); "
           f"whole sweep {res['seconds']['total']:.1f} s")

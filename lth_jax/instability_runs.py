@@ -30,6 +30,7 @@ a record that fails verification is named and recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -41,6 +42,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import devices as devices_lib
 from lth_jax import instability, runner, store
 from lth_jax import masks as masks_lib
 
@@ -124,21 +126,28 @@ def _hashed(lottery: runner.Lottery, analysis: Analysis) -> dict[str, Any]:
 def run(lottery: runner.Lottery, analysis: Analysis, data: Any, root: str | Path, *,
         progress: runner.Progress | None = None, memory_budget_mb: int | None = None,
         after_level: Callable[[runner.Level, dict[str, Any]], None] | None = None,
-        command: str | None = None) -> Path:
+        command: str | None = None, devices: int | Sequence[Any] | None = None) -> Path:
     """Run (or resume) ``lottery`` under ``root`` (:func:`lth_jax.runner.run`), then the instability
     analysis of its chosen levels; returns the analysis directory. ``data``: the trainer's
     ``(train, test)`` pair; the path is evaluated on the test set. ``after_level(level, metrics)``
     is called after each newly stored level; ``command`` (the driver's command line) is added to
-    the commands that wrote to this analysis (``settings.json``'s extras, not hashed)."""
+    the commands that wrote to this analysis (``settings.json``'s extras, not hashed); ``devices``
+    splits every program's trial axis across them (:func:`lth_jax.runner.run_groups`)."""
     pairing(lottery)  # refuses han runs before anything trains
     progress = progress or runner.Progress()
     budget = memory_budget_mb or runner.default_budget_mb()
-    run_path = runner.run(lottery, data, root, progress=progress, memory_budget_mb=budget)
+    run_path = runner.run(lottery, data, root, progress=progress, memory_budget_mb=budget, devices=devices)
+    placement = devices_lib.placement(devices)
+    if placement.count == 1:
+        placement = None
+    else:
+        data = placement.replicate(data)
     path = analysis_dir(lottery, analysis, root)
-    with store.locked(path):
+    with store.locked(path) if devices_lib.is_writer() else contextlib.nullcontext():
         commands = _commands(path)
-        store.open_run(root, _hashed(lottery, analysis), prefix=PREFIX, extra={
-            "run": run_path.name, "commands": sorted({*commands, *([command] if command else [])})})
+        extra = {"run": run_path.name, "commands": sorted({*commands, *([command] if command else [])})}
+        devices_lib.written(f"{path}/open", lambda: store.open_run(root, _hashed(lottery, analysis), prefix=PREFIX,
+                                                                   extra=extra))
         chosen = analysis.levels(runner.plan(lottery))
         for index, level in enumerate(chosen):
             todo = [role for role in analysis.roles if not store.done(path, record_name(level, role))]
@@ -148,8 +157,11 @@ def run(lottery: runner.Lottery, analysis: Analysis, data: Any, root: str | Path
                     progress.note(f"recomputing {record_name(level, role)}: {problem}")
             if todo:
                 for role, (arrays, metrics) in level_pairs(lottery, analysis, run_path, level, data, progress,
-                                                           budget, tuple(todo), index, len(chosen)).items():
-                    store.save_level(path, record_name(level, role), arrays, metrics)
+                                                           budget, tuple(todo), index, len(chosen),
+                                                           placement).items():
+                    devices_lib.written(f"{path}/{record_name(level, role)}",
+                                        lambda level=level, role=role, arrays=arrays, metrics=metrics: store.save_level(
+                                            path, record_name(level, role), arrays, metrics))
                     if after_level:
                         after_level(level, metrics)
             progress.level_end(index, [])
@@ -180,7 +192,8 @@ def _start(lottery: runner.Lottery, run_path: Path, level: runner.Level) -> tupl
 
 def level_pairs(lottery: runner.Lottery, analysis: Analysis, run_path: Path, level: runner.Level, data: Any,
                 progress: runner.Progress, budget_mb: int, roles: Sequence[str] | None = None, index: int = 0,
-                depth: int = 1) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
+                depth: int = 1, placement: devices_lib.Placement | None = None
+                ) -> dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]:
     """Train the copies of one level's trials of ``roles`` (default: the analysis's) in one
     program and evaluate their paths in one more: ``{role: (arrays, metrics)}``, each role's record."""
     roles = tuple(analysis.roles if roles is None else roles)
@@ -199,7 +212,8 @@ def level_pairs(lottery: runner.Lottery, analysis: Analysis, run_path: Path, lev
     how = {"start_step": k} if k else {}
     progress.level_start(index, depth, 1, int(take.size), lottery.trainer.iterations - k)
     t0 = time.perf_counter()
-    trained, outputs = runner.train_trials(lottery.trainer, lottery.network, job, data, progress, budget_mb, **how)
+    trained, outputs = runner.train_trials(lottery.trainer, lottery.network, job, data, progress, budget_mb,
+                                           placement, **how)
     seconds_train = time.perf_counter() - t0
     stored = store.subtree(record.arrays, "trained")
     copy_a, diverged_a, curves_a = [], [], []  # per chosen row, in row order

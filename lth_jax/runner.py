@@ -80,6 +80,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import devices as devices_lib
 from lth_jax import masks as masks_lib
 from lth_jax import store, transforms
 
@@ -751,8 +752,9 @@ def stored_init(lottery: Lottery, path: str | Path, progress: Progress | None = 
     analyses and resumed runs read the exact values the run started from."""
     if not store.done(path, INIT):
         _report_problem(path, INIT, progress)
-        store.save_level(path, INIT, store.flatten(jax.device_get(initial_params(lottery)), "init"),
-                         {"order": -10**9, "seeds": list(lottery.procedure.seeds)})
+        init = store.flatten(jax.device_get(initial_params(lottery)), "init")
+        devices_lib.written(f"{path}/{INIT}", lambda: store.save_level(
+            path, INIT, init, {"order": -10**9, "seeds": list(lottery.procedure.seeds)}))
     return _tree(store.load_level(path, INIT), "init")
 
 
@@ -772,11 +774,13 @@ def default_budget_mb() -> int:
     return int(0.4 * limit / 2**20) if limit and dev.platform != "cpu" else 2048
 
 
-def chunks(n: int, per_chunk: int) -> list[np.ndarray]:
+def chunks(n: int, per_chunk: int, multiple: int = 1) -> list[np.ndarray]:
     """``range(n)`` split into equal-size chunks of at most ``per_chunk`` (the last padded by
-    repeating its first index, so every chunk compiles to the same program)."""
-    k = max(1, math.ceil(n / max(1, per_chunk)))
-    size = math.ceil(n / k)
+    repeating its first index, so every chunk compiles to the same program), each a multiple of
+    ``multiple`` rows (the devices the trial axis is split across; at least one row each)."""
+    per_chunk = max(multiple, per_chunk // multiple * multiple)
+    k = max(1, math.ceil(n / per_chunk))
+    size = multiple * math.ceil(math.ceil(n / k) / multiple)
     out = []
     for c in range(k):
         idx = np.arange(c * size, min(n, (c + 1) * size))
@@ -809,19 +813,30 @@ def _unique_rows(digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_trials(trainer: Any, network: Network, trials: tuple, data: Any, progress: Progress,
-                 budget_mb: int, **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
+                 budget_mb: int, placement: devices_lib.Placement | None = None,
+                 **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
     """Train every row of ``trials`` (params, masks, batch keys, optimiser states or None; a
     leading trial axis) as the runner trains a level: identical rows once, in chunks of at most
-    ``budget_mb`` of estimated device memory. Returns the trained params and the trainer's
-    outputs for every row, in order. ``how`` goes to the trainer (``start_step``, ...)."""
+    ``budget_mb`` of estimated device memory per device, split across ``placement``'s devices
+    (``data`` replicated there: :meth:`~lth_jax.devices.Placement.replicate`). Returns the
+    trained params and the trainer's outputs for every row, in order. ``how`` goes to the
+    trainer (``start_step``, ...)."""
     unique, inverse = _unique_rows(_row_digests(*trials))
-    pieces = chunks(unique.size, budget_mb * 2**20 // trainer.trial_bytes(network))
-    trained, outputs = _train_unique(trainer, network, trials, unique, pieces, data, progress, **how)
+    pieces = _pieces(unique.size, budget_mb * 2**20, trainer, network, placement)
+    trained, outputs = _train_unique(trainer, network, trials, unique, pieces, data, progress, placement, **how)
     return jax.tree.map(lambda x: x[inverse], trained), {k: v[inverse] for k, v in outputs.items()}
 
 
+def _pieces(n: int, budget: int, trainer: Any, network: Network,
+            placement: devices_lib.Placement | None) -> list[np.ndarray]:
+    """The chunks of ``n`` trials: ``budget`` bytes a device, whole multiples of the devices."""
+    count = placement.count if placement is not None else 1
+    return chunks(n, count * (budget // trainer.trial_bytes(network)), count)
+
+
 def _train_unique(trainer: Any, network: Network, trials: tuple, unique: np.ndarray, pieces: list[np.ndarray],
-                  data: Any, progress: Progress, **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
+                  data: Any, progress: Progress, placement: devices_lib.Placement | None = None,
+                  **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
     """Train the ``unique`` rows of ``trials`` (params, masks, keys, optimiser states or None)
     chunk by chunk; returns the trained params and outputs of the unique rows, in order (chunk
     padding dropped). ``how`` goes to the trainer (late rewinding's ``start_step`` and
@@ -835,9 +850,11 @@ def _train_unique(trainer: Any, network: Network, trials: tuple, unique: np.ndar
             p, m, k, s = params, masks, keys, states  # every row once, in order: nothing to gather
         else:
             p, m, k, s = _gather((params, masks, keys, states), jnp.asarray(rows))
-        extra = dict(how, opt_state=s) if s is not None else how
+        extra = dict(how, opt_state=s) if s is not None else dict(how)
+        if placement is not None:  # trainers that split the trial axis across devices take it
+            extra["placement"] = placement
         trained, outputs = trainer(network, p, m, k, data, on_steps=progress.steps, **extra)
-        outs.append((jax.device_get(trained), outputs))
+        outs.append((devices_lib.host(trained), outputs))
     first = np.unique(np.concatenate(pieces), return_index=True)[1]  # each unique row once, in order
 
     def gather(arrays: list[np.ndarray]) -> np.ndarray:
@@ -869,7 +886,8 @@ def run(lottery: Lottery, data: Any, root: str | Path, **kw: Any) -> Path:
 
 def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, progress: Progress | None = None,
                memory_budget_mb: int | None = None,
-               after_level: Callable[[Level, dict[str, Any]], None] | None = None) -> list[Path]:
+               after_level: Callable[[Level, dict[str, Any]], None] | None = None,
+               devices: int | Sequence[Any] | devices_lib.Placement | None = None) -> list[Path]:
     """Run (or resume) several lotteries, level by level: those that share :func:`signature`
     train together (one program per level), the others group by group. Each is stored exactly
     as if run alone (same directory, records, arrays and metrics, plus a ``group`` entry saying
@@ -881,6 +899,12 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     lottery takes its level 0 from its :func:`base_lottery`'s run under the same ``root``
     (trained there first if it is not stored). ``after_level`` is called after each newly
     stored level (tests use it to simulate a kill).
+
+    ``devices`` (a count, devices, or a :class:`lth_jax.devices.Placement`; default: every
+    device) splits each program's trial axis across them, ``memory_budget_mb`` a device; the
+    trial count is padded to a multiple of them and the padding dropped, so what is stored is
+    what one device stores (up to the last bits where XLA's sums depend on the per-device
+    width: :mod:`lth_jax.devices`).
     """
     if not lotteries:
         return []
@@ -888,6 +912,11 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     if memory_budget_mb is not None and memory_budget_mb <= 0:
         raise ValueError(f"memory_budget_mb must be positive, not {memory_budget_mb}")
     budget = (memory_budget_mb or default_budget_mb()) * 2**20
+    placement = devices if isinstance(devices, devices_lib.Placement) else devices_lib.placement(devices)
+    if placement.count == 1:
+        placement = None  # one device: the programs as they always were
+    else:
+        data = placement.replicate(data)  # once: every trial reads the whole data set
     dirs = [run_dir(lt, root) for lt in lotteries]
     # A late-rewound run whose level 0 is not stored yet reads (or trains) its base run's.
     dirs += [run_dir(base_lottery(lt), root) for lt, d in zip(lotteries, list(dirs), strict=True)
@@ -895,12 +924,14 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     # The lock comes before open_run, so a second run waiting for it cannot rewrite the
     # running one's settings file; a second run of *other* settings has its own directory.
     with _locks(dirs, progress):
-        paths = [store.open_run(root, lt.hashed(), prefix=lt.procedure.mode, extra=lt.unhashed()) for lt in lotteries]
+        paths = [run_dir(lt, root) for lt in lotteries]
+        devices_lib.written(f"{root}/open", lambda: [
+            store.open_run(root, lt.hashed(), prefix=lt.procedure.mode, extra=lt.unhashed()) for lt in lotteries])
         classes: dict[tuple, dict[Path, Lottery]] = {}
         for lt, path in zip(lotteries, paths, strict=True):
             classes.setdefault(signature(lt), {})[path] = lt  # the same lottery twice runs once
         for members in classes.values():
-            _run_locked(list(members.values()), list(members), data, progress, budget, after_level)
+            _run_locked(list(members.values()), list(members), data, progress, budget, after_level, placement)
     return paths
 
 
@@ -911,6 +942,8 @@ class _locks:
         self.paths, self.progress, self.held = sorted(set(paths)), progress, []
 
     def __enter__(self) -> _locks:
+        if not devices_lib.is_writer():  # the other processes of a multi-host run write nothing
+            return self
         for p in self.paths:
             cm = store.locked(p, wait=True, on_wait=self.progress.note)
             cm.__enter__()
@@ -937,12 +970,15 @@ def _base_path(lottery: Lottery, path: Path) -> Path:
     base = base_lottery(lottery)
     bpath = run_dir(base, path.parent)
     if not (bpath / "settings.json").exists():
-        store.open_run(path.parent, base.hashed(), prefix=base.procedure.mode, extra=base.unhashed())
+        devices_lib.written(f"{bpath}/open", lambda: store.open_run(path.parent, base.hashed(),
+                                                                      prefix=base.procedure.mode,
+                                                                      extra=base.unhashed()))
     return bpath
 
 
 def _original_jobs(lotteries: Sequence[Lottery], paths: list[Path], plans: list[list[Level]], todo: list[int],
-                   data: Any, progress: Progress, budget: int) -> list[_Job]:
+                   data: Any, progress: Progress, budget: int,
+                   placement: devices_lib.Placement | None = None) -> list[_Job]:
     """Level 0 of late-rewound runs: copy each base run's stored original (taking a missing
     snapshot first); the bases whose level 0 is not stored are returned as jobs to train."""
     jobs = []
@@ -950,8 +986,9 @@ def _original_jobs(lotteries: Sequence[Lottery], paths: list[Path], plans: list[
         lt, level = lotteries[g], plans[g][0]
         base, bpath = base_lottery(lt), _base_path(lt, paths[g])
         if store.done(bpath, level.name):
-            _add_snapshots(base, bpath, level, data, progress, budget)
-            copy_original(bpath, paths[g], level.name, lt.procedure.rewind_step)
+            _add_snapshots(base, bpath, level, data, progress, budget, placement)
+            devices_lib.written(f"{paths[g]}/copy", lambda g=g, bpath=bpath, lt=lt, level=level: copy_original(
+                bpath, paths[g], level.name, lt.procedure.rewind_step))
         else:
             _report_problem(bpath, level.name, progress)
             jobs.append(_Job(g, base, bpath, level))
@@ -959,7 +996,8 @@ def _original_jobs(lotteries: Sequence[Lottery], paths: list[Path], plans: list[
 
 
 def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, progress: Progress, budget: int,
-                after_level: Callable[[Level, dict[str, Any]], None] | None) -> None:
+                after_level: Callable[[Level, dict[str, Any]], None] | None,
+                placement: devices_lib.Placement | None = None) -> None:
     first = lotteries[0]
     k = first.procedure.rewind_step  # one rewind step per class (signature)
     plans = [plan(lt) for lt in lotteries]
@@ -976,7 +1014,7 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
                 _report_problem(paths[g], p[i].name, progress)
                 todo.append(g)
         if k and i == 0:
-            jobs = _original_jobs(lotteries, paths, plans, todo, data, progress, budget)
+            jobs = _original_jobs(lotteries, paths, plans, todo, data, progress, budget, placement)
         else:
             jobs = [_Job(g, lotteries[g], paths[g], plans[g][i]) for g in todo]
         if not jobs:
@@ -1009,7 +1047,7 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
         states = _concat([p[5] for p in parts]) if rewound else None
         digests = _row_digests(params, tmasks, keys, states)
         unique, inverse = _unique_rows(digests)
-        pieces = chunks(unique.size, budget // first.trainer.trial_bytes(first.network))
+        pieces = _pieces(unique.size, budget, first.trainer, first.network, placement)
         start = k if rewound else 0
         how: dict[str, Any] = {"start_step": k} if rewound else {}
         steps = sorted({s for job in jobs for s in job.lottery.procedure.snapshots()}) if i == 0 else []
@@ -1018,7 +1056,7 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
         progress.level_start(i, depth, len(jobs), len(digests), (first.trainer.iterations - start) * len(pieces))
         t0 = time.perf_counter()
         trained_u, outputs_u = _train_unique(first.trainer, first.network, (params, tmasks, keys, states), unique,
-                                             pieces, data, progress, **how)
+                                             pieces, data, progress, placement, **how)
         seconds = time.perf_counter() - t0
         n_rows = [jax.tree.leaves(p[2])[0].shape[0] for p in parts]
         group = None
@@ -1042,12 +1080,16 @@ def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, prog
                 metrics["snapshot_steps"] = steps
             if group is not None:
                 metrics["group"] = group
-            store.save_level(job.path, level.name, level_arrays(lt, masks, trained_g, outputs_g), metrics)
+            arrays = level_arrays(lt, masks, trained_g, outputs_g)
+            devices_lib.written(f"{job.path}/{level.name}",
+                                lambda job=job, level=level, arrays=arrays, metrics=metrics: store.save_level(
+                                    job.path, level.name, arrays, metrics))
             stored.append((job.path.name, level, metrics))
             if after_level:
                 after_level(level, metrics)
             if job.path != paths[job.g]:  # the base's original, stored: now the rewound run's level 0
-                copy_original(job.path, paths[job.g], level.name, k)
+                devices_lib.written(f"{paths[job.g]}/copy", lambda job=job, level=level: copy_original(
+                    job.path, paths[job.g], level.name, k))
         progress.level_end(i, stored)
 
 
@@ -1067,7 +1109,8 @@ def copy_original(base: Path, path: Path, name: str, step: int) -> None:
                                           "copied_from": f"{base.name}/{name}"})
 
 
-def _add_snapshots(lottery: Lottery, path: Path, level: Level, data: Any, progress: Progress, budget: int) -> None:
+def _add_snapshots(lottery: Lottery, path: Path, level: Level, data: Any, progress: Progress, budget: int,
+                   placement: devices_lib.Placement | None = None) -> None:
     """Give the stored originals of level 0 the snapshots ``lottery`` asks for that they lack:
     the originals (seeds only, no controls) are trained again from their initial weights with
     their own batch order up to the last missing step, and the record is stored again with
@@ -1087,12 +1130,12 @@ def _add_snapshots(lottery: Lottery, path: Path, level: Level, data: Any, progre
     masks = ticket_masks(alone, path, init, level, None)
     params, tmasks, keys = build_trials(alone, init, masks, level)
     n = keys.shape[0]
-    pieces = chunks(n, budget // lottery.trainer.trial_bytes(lottery.network))
+    pieces = _pieces(n, budget, lottery.trainer, lottery.network, placement)
     _, outputs = _train_unique(lottery.trainer, lottery.network, (params, tmasks, keys, None), np.arange(n), pieces,
-                               data, progress, snapshot_steps=tuple(missing), stop_step=missing[-1])
+                               data, progress, placement, snapshot_steps=tuple(missing), stop_step=missing[-1])
     new = {key: v for key, v in outputs.items() if key.startswith(SNAPSHOTS + store.SEP)}
-    store.save_level(path, level.name, {**record.arrays, **new},
-                     {**record.metrics, "snapshot_steps": sorted(have | set(missing))})
+    devices_lib.written(f"{path}/{level.name}/snapshots", lambda: store.save_level(
+        path, level.name, {**record.arrays, **new}, {**record.metrics, "snapshot_steps": sorted(have | set(missing))}))
 
 
 def level_arrays(lottery: Lottery, masks: PyTree, trained: PyTree, outputs: Mapping[str, np.ndarray]

@@ -23,9 +23,11 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
+from lth_jax import devices, models, optimizers, train
 from lth_jax import masks as masks_lib
-from lth_jax import models, optimizers, train
 
 PyTree = Any
 
@@ -115,9 +117,13 @@ class Minibatch:
     def __call__(self, network: Any, params: PyTree, masks: PyTree, keys: jax.Array, data: tuple,
                  on_steps: Callable[[int], None] | None = None, *, start_step: int = 0,
                  opt_state: PyTree | None = None, snapshot_steps: Sequence[int] = (),
-                 stop_step: int | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
+                 stop_step: int | None = None,
+                 placement: devices.Placement | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
         """Returns the trained params and ``curves/accuracy``, ``curves/loss`` (T, evals) and
         ``curves/diverged_at`` (T,).
+
+        ``placement`` splits the trials (a multiple of its devices) across its devices; ``data``
+        must then be replicated there (:meth:`lth_jax.devices.Placement.replicate`).
 
         Late rewinding: ``start_step=k`` with ``opt_state`` (one optimiser state per trial, e.g.
         a snapshot's) continues the trials from step ``k``; the batch of step ``t`` is drawn from
@@ -129,13 +135,17 @@ class Minibatch:
         steps; ``stop_step`` ends training there (to take snapshots only; the curves end there).
         """
         train_data, test_data = data
+        if placement is not None:
+            params, masks, keys, opt_state = placement.shard((params, masks, keys, opt_state))
         if start_step or opt_state is not None:
             if opt_state is None:
                 raise ValueError("start_step needs the optimiser states to start from (opt_state)")
             self.check_snapshot_steps([start_step])
             n = keys.shape[0]
-            state = train.TrainState(params, opt_state, jnp.full((n,), -1, jnp.int32),
-                                     jnp.full((n,), start_step, jnp.int32))
+            counters = (np.full((n,), -1, np.int32), np.full((n,), start_step, np.int32))
+            if placement is not None:
+                counters = placement.shard(counters)
+            state = train.TrainState(params, opt_state, *(jnp.asarray(c) for c in counters))
         else:
             state = self._programs(network, self.steps_per_call())[0](params, masks)
         wanted = {int(k) for k in snapshot_steps if k > start_step}
@@ -145,11 +155,11 @@ class Minibatch:
             if end in wanted:
                 snaps[end] = (state.params, state.opt_state)
             if pending is not None:  # dispatch the next segment before waiting on the last
-                curves.append(jax.device_get(pending[0]))
+                curves.append(devices.host(pending[0]))
                 if on_steps:
                     on_steps(pending[1])
             pending = (curve, end - begin)
-        curves.append(jax.device_get(pending[0]))
+        curves.append(devices.host(pending[0]))
         if on_steps:
             on_steps(pending[1])
         acc = np.concatenate([c.accuracy for c in curves], axis=1).astype(np.float32)
@@ -161,9 +171,9 @@ class Minibatch:
             outputs["curves/start_step"] = np.full(acc.shape[0], start_step, np.int32)
         outputs = {"curves/accuracy": acc, "curves/loss": loss, **outputs}
         for step, (p, s) in sorted(snaps.items()):
-            outputs.update(_flat(jax.device_get(p), f"snapshots/{step}/params"))
+            outputs.update(_flat(devices.host(p), f"snapshots/{step}/params"))
             outputs.update({f"snapshots/{step}/opt/{i}": np.asarray(leaf)
-                            for i, leaf in enumerate(jax.tree.leaves(jax.device_get(s)))})
+                            for i, leaf in enumerate(jax.tree.leaves(devices.host(s)))})
         return state.params, outputs
 
     def _programs(self, network: Any, steps: int) -> tuple[Callable, Callable]:
@@ -250,27 +260,36 @@ class FullBatch:
         params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(network.shapes()))
         return 4 * params * 8
 
-    def compiled(self, network: Any, data: tuple) -> tuple[Callable, float]:
+    def compiled(self, network: Any, data: tuple, placement: devices.Placement | None = None
+                 ) -> tuple[Callable, float]:
         """The compiled chunk program for ``data`` and its compile seconds (the first call compiles).
 
         The data are constants of the program (four XOR points), as they were when the
         defaults were calibrated, so XLA sees exactly the program the stored numbers came from.
+        With ``placement`` the chunk's trials are split across its devices (the chunk rounded
+        up to a multiple of them: :meth:`chunk_for`).
         """
-        x, y = (np.asarray(a, np.float32) for a in data)
+        x, y = (np.asarray(devices.host(a), np.float32) for a in data)
         return _full_batch_program(network.module, network.input_shape, self,
-                                   (x.shape, x.tobytes(), y.shape, y.tobytes()))
+                                   (x.shape, x.tobytes(), y.shape, y.tobytes()), placement)
+
+    def chunk_for(self, placement: devices.Placement | None) -> int:
+        """Trials a compiled call takes: ``chunk``, a multiple of the placement's devices."""
+        return self.chunk if placement is None else placement.padded(self.chunk)
 
     def __call__(self, network: Any, params: PyTree, masks: PyTree, keys: jax.Array, data: tuple,
-                 on_steps: Callable[[int], None] | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
-        """Train a stack of any length: padded to whole chunks, one compiled call per chunk.
-        ``data`` is ``(x, y)``, shared by every trial; ``keys`` (one per trial) draw the order of
-        the examples of stochastic steps and are unused in full-batch training."""
-        program, _ = self.compiled(network, data)
+                 on_steps: Callable[[int], None] | None = None,
+                 placement: devices.Placement | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
+        """Train a stack of any length: padded to whole chunks, one compiled call per chunk
+        (split across ``placement``'s devices). ``data`` is ``(x, y)``, shared by every trial;
+        ``keys`` (one per trial) draw the order of the examples of stochastic steps and are
+        unused in full-batch training."""
+        program, _ = self.compiled(network, data, placement)
         stochastic = self.stochastic(len(data[1]))
-        params, masks = jax.device_get((params, masks))  # slicing on the host compiles nothing
-        key_data = np.asarray(jax.random.key_data(keys)) if stochastic else None
+        params, masks = devices.host((params, masks))  # slicing on the host compiles nothing
+        key_data = np.asarray(devices.host(jax.random.key_data(keys))) if stochastic else None
         total = jax.tree.leaves(params)[0].shape[0]
-        n = self.chunk
+        n = self.chunk_for(placement)
         out_params, out_logits = [], []
         for start in range(0, total, n):
             take = min(n, total - start)
@@ -282,7 +301,9 @@ class FullBatch:
             args = (jax.tree.map(piece, params), jax.tree.map(piece, masks))
             if stochastic:
                 args += (jax.random.wrap_key_data(piece(key_data)),)
-            p, z = program(*args)
+            if placement is not None:
+                args = placement.shard(args)
+            p, z = devices.host(program(*args))
             out_params.append(jax.tree.map(lambda a, take=take: np.asarray(a)[:take], p))
             out_logits.append(np.asarray(z)[:take])
         if on_steps:
@@ -309,16 +330,17 @@ def _sigmoid_ce_per_example(module: Any, params: PyTree, x: jax.Array, y: jax.Ar
 
 @functools.lru_cache(maxsize=8)
 def _full_batch_program(module: Any, input_shape: tuple[int, ...], trainer: FullBatch,
-                        data_bytes: tuple) -> tuple[Callable, float]:
+                        data_bytes: tuple, placement: devices.Placement | None = None) -> tuple[Callable, float]:
     x_shape, x_bytes, y_shape, y_bytes = data_bytes
     data = (jnp.asarray(np.frombuffer(x_bytes, np.float32).reshape(x_shape)),
             jnp.asarray(np.frombuffer(y_bytes, np.float32).reshape(y_shape)))
     optimizer = trainer.optimizer_fn()
     act = models.mlp_logits_trials_last
-    n = trainer.chunk
+    n = trainer.chunk_for(placement)
+    split = None if placement is None else NamedSharding(placement.mesh, P(devices.AXIS))
     if trainer.stochastic(y_shape[0]):
         fit = _stochastic_fit(module, trainer, optimizer)
-        extra = (jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype),)
+        extra = (jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype, sharding=split),)
     else:
         full = train.full_batch(sigmoid_ce_trials_last(module, trainer.loss), optimizer, trainer.iterations,
                                 loss_every=trainer.iterations, batched=True, loss_takes_trials=True)
@@ -331,7 +353,8 @@ def _full_batch_program(module: Any, input_shape: tuple[int, ...], trainer: Full
         return trained, logits
 
     shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *input_shape)))["params"])
-    stack = lambda dtype: jax.tree.map(lambda a: jax.ShapeDtypeStruct((n, *a.shape), dtype), shapes)  # noqa: E731
+    stack = lambda dtype: jax.tree.map(lambda a: jax.ShapeDtypeStruct((n, *a.shape), dtype, sharding=split),  # noqa: E731
+                                       shapes)
     t0 = time.perf_counter()
     compiled = jax.jit(run).lower(stack(jnp.float32), stack(bool), *extra).compile()
     return compiled, time.perf_counter() - t0

@@ -251,10 +251,13 @@ def fitted_chunk(s: Settings) -> Settings:
     return dataclasses.replace(s, chunk=min(s.chunk, s.trials * max(level_sizes(s))))
 
 
-def run(s: Settings, root: str | Path, progress: runner.Progress | None = None) -> dict[str, Path]:
-    """Train (or reload) every line; returns the run directory of each, by name."""
+def run(s: Settings, root: str | Path, progress: runner.Progress | None = None,
+        devices: int | Any | None = None) -> dict[str, Path]:
+    """Train (or reload) every line; returns the run directory of each, by name. ``devices``:
+    how many (or which) devices the trials are split across (default: all; see
+    :func:`lth_jax.runner.run_groups`)."""
     lines = lotteries(s)
-    paths = runner.run_groups(list(lines.values()), metrics.xor_data(), root, progress=progress)
+    paths = runner.run_groups(list(lines.values()), metrics.xor_data(), root, progress=progress, devices=devices)
     return dict(zip(lines, paths, strict=True))
 
 
@@ -428,9 +431,10 @@ def claims(rows: Sequence[dict], s: Settings) -> list[dict[str, Any]]:
     return out
 
 
-def sweep(s: Settings, root: str | Path, progress: runner.Progress | None = None) -> dict[str, Any]:
+def sweep(s: Settings, root: str | Path, progress: runner.Progress | None = None,
+          devices: int | Any | None = None) -> dict[str, Any]:
     """Run (or reload) everything; the JSON-able result: rows, claims, where it is stored."""
-    paths = run(s, root, progress)
+    paths = run(s, root, progress, devices)
     res = results(s, outcomes(s, paths))
     res["fidelity"] = fidelity(res["rows"])
     res.update({"settings": dataclasses.asdict(s), "runs": {k: str(v) for k, v in paths.items()}})
