@@ -109,7 +109,7 @@ def section(runs_dir: str | Path, fig_dir: str | Path) -> list[str]:
          f"{100 * s0.rate:g}% of each hidden layer a round (output layer at {s0.output_rate_factor:g} of it), "
          f"down to {min(t['percent'] for t in tickets[family[0].path].values()):.1f}% of weights. "
          "These are CPU-size runs, not the published papers' settings. Commands:", ""]
-    L += [f"- `{c}`" for a in family for c in a.commands]
+    L += [f"- `{c}`" for c in dict.fromkeys(c for a in family for c in a.commands)]
     L += ["", "### What the follow-up papers state, beside ours", ""]
     L += _table(("source", "statement", "ours", "n"), [(p.source, p.statement, *_ours(p.key, layerwise, records,
                                                                                        tickets))
@@ -117,7 +117,9 @@ def section(runs_dir: str | Path, fig_dir: str | Path) -> list[str]:
     L += ["", "### Late rewinding (Frankle et al. 2019) and global pruning: the tickets", "",
           "Test accuracy (%) of the winning tickets after the last iteration of each round, mean ± SE over seeds, "
           "per rewind step k (each k is its own chain: the level-r masks are pruned from the level-(r-1) tickets "
-          "trained from step k).", ""]
+          f"trained from step k). A ticket rewound to k trains the remaining {s0.iterations:,} - k iterations "
+          "(the original's schedule from k on, as Frankle et al. 2019 do), so at these short rounds a large k also "
+          "means a shorter training: the two effects are not separated here.", ""]
     names = list(tickets[layerwise[0].path]) if layerwise else list(tickets[family[0].path])
     L += _table(("level", "% of weights (layer-wise)", *(_label(a.settings) for a in family)),
                 [(n, f"{tickets[family[0].path][n]['percent']:.2f}",

@@ -1,6 +1,6 @@
 """Instability analysis of iterative LeNet tickets (Frankle et al. 2020) at several rewind steps.
 
-    python -m experiments.instability --preset=cpu                  # k = 0, 500, 2000 (CPU size)
+    python -m experiments.instability --preset=cpu                  # k = 0, 100, 500, 2000 (CPU size)
     python -m experiments.instability --preset=cpu --rewind_steps=0 --roles=ticket,reinit,shuffle,random
     python -m experiments.instability --preset=paper                # 50,000 iterations, 5 seeds (a GPU job)
     python -m experiments.instability --preset=smoke                # a few minutes on 2 CPU cores

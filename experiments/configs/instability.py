@@ -20,9 +20,10 @@ PAPER: dict[str, Any] = {
 
 # The largest that fits about an hour and a half of 2 CPU cores (issue 9: "LeNet iterative to
 # about 5%, three seeds, 5,000 iterations a round"): 15 levels a chain (100% .. 4.4% of weights),
-# pairs at every 7th level (100%, 21%, 4.4%). k = 100 did not fit (another ~25 minutes).
+# pairs at every 7th level (100%, 21%, 4.4%); measured 12-15 minutes a chain and 12 minutes of
+# pairs per k here (WORKSPACE.md, Benchmarks).
 CPU: dict[str, Any] = {
-    **PAPER, "iterations": 5000, "seeds": 3, "rewind_steps": (0, 500, 2000), "every": 7,
+    **PAPER, "iterations": 5000, "seeds": 3, "rewind_steps": (0, 100, 500, 2000), "every": 7,
 }
 
 # A pipeline check in a few minutes: 2 seeds, 1000 iterations, footnote 5's windows at 300.
