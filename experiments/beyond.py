@@ -67,12 +67,9 @@ def _label(s: mnist.Settings) -> str:
     return f"k={s.rewind_step}" + ("" if s.pruning == "layerwise" else f", {s.pruning}")
 
 
-def _mean_se(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
-    if v.size == 0:
-        return "-"
-    se = f" ± {scale * v.std(ddof=1) / math.sqrt(v.size):.{digits}f}" if v.size > 1 else ""
-    return f"{scale * v.mean():.{digits}f}{se}"
+def _mean_se(values: Sequence[float]) -> str:
+    """Percent, mean ± SE of the finite values (a diverged trial's None or NaN left out)."""
+    return _pp(instability_runs.stats([x for x in values if x is not None and math.isfinite(x)]))
 
 
 def _tickets(run: Path) -> dict[str, dict[str, Any]]:
@@ -241,7 +238,7 @@ def _rewinding_figure(family: Sequence[Analysis], tickets: dict[Path, Any], fig_
         ax.errorbar([r["percent"] for r in rows], [100 * np.mean(r["final"]) for r in rows],
                     yerr=[100 * np.std(r["final"], ddof=1) / math.sqrt(len(r["final"])) if len(r["final"]) > 1
                           else 0 for r in rows], color=f"C{c}", marker="o", capsize=2, label=_label(a.settings))
-    driver._percent_axis(ax)
+    driver.percent_axis(ax)
     ax.set_ylabel("test accuracy of the tickets (%), mean ± SE")
     ax.set_title("Iterative LeNet tickets rewound to step k, layer-wise and global pruning")
     ax.legend(fontsize=8)

@@ -149,7 +149,7 @@ def plot(paths: dict[int, Path], out: Path) -> list[Path]:
                    if m["role"] == role and m["summary"]["barrier"]["mean"] is not None]
             ax.plot(*zip(*pts, strict=True), color=f"C{c}", linestyle=STYLE[role][0], marker=STYLE[role][1],
                     label=f"{role}, k={k}")
-    _percent_axis(ax)
+    percent_axis(ax)
     ax.set_ylabel("error barrier (percentage points)")
     ax.set_title("Instability of iterative LeNet tickets and controls against sparsity")
     ax.legend(fontsize=7, ncol=2)
@@ -177,7 +177,7 @@ def plot(paths: dict[int, Path], out: Path) -> list[Path]:
     return [barrier_png, path_png]
 
 
-def _percent_axis(ax: Any) -> None:
+def percent_axis(ax: Any) -> None:
     ax.set_xscale("log")
     ax.set_xticks(TICKS, [f"{t:g}" for t in TICKS])
     ax.minorticks_off()

@@ -86,8 +86,17 @@ def placement(devices: int | Sequence[Any] | None = None) -> Placement:
     return Placement(tuple(devices))
 
 
+def split(devices: int | Sequence[Any] | Placement | None = None) -> Placement | None:
+    """The placement a program's trials are split across, or None for one device (the programs
+    as they were before there were placements)."""
+    chosen = devices if isinstance(devices, Placement) else placement(devices)
+    return None if chosen.count == 1 else chosen
+
+
 def _place(tree: PyTree, sharding: NamedSharding, multiple: int) -> PyTree:
     def leaf(x: Any) -> Any:
+        if isinstance(x, jax.Array) and x.sharding == sharding:  # already there: no round trip
+            return x
         if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
             return jax.random.wrap_key_data(leaf(jax.random.key_data(x)), impl=jax.random.key_impl(x))
         a = np.asarray(host(x))

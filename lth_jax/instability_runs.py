@@ -136,12 +136,10 @@ def run(lottery: runner.Lottery, analysis: Analysis, data: Any, root: str | Path
     pairing(lottery)  # refuses han runs before anything trains
     progress = progress or runner.Progress()
     budget = memory_budget_mb or runner.default_budget_mb()
-    run_path = runner.run(lottery, data, root, progress=progress, memory_budget_mb=budget, devices=devices)
-    placement = devices_lib.placement(devices)
-    if placement.count == 1:
-        placement = None
-    else:
-        data = placement.replicate(data)
+    placement = devices_lib.split(devices)
+    if placement is not None:
+        data = placement.replicate(data)  # once, for the run and the pairs
+    run_path = runner.run(lottery, data, root, progress=progress, memory_budget_mb=budget, devices=placement)
     path = analysis_dir(lottery, analysis, root)
     with store.locked(path) if devices_lib.is_writer() else contextlib.nullcontext():
         commands = _commands(path)
@@ -289,18 +287,19 @@ def _units(lottery: runner.Lottery) -> int:
     return sum(int(x.shape[-1]) for x in jax.tree.leaves(lottery.network.shapes()) if x.ndim == 1)
 
 
+def stats(values: Sequence[float]) -> dict[str, float | None]:
+    """Mean, standard error of the mean (None for one value), min and max; all None for none."""
+    if not len(values):
+        return {"mean": None, "se": None, "min": None, "max": None}
+    v = np.asarray(values, np.float64)
+    se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None
+    return {"mean": float(v.mean()), "se": se, "min": float(v.min()), "max": float(v.max())}
+
+
 def summarize(pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Statistics of a role's pairs (diverged ones left out, and counted): barrier and endpoint
     error mean, standard error of the mean, min and max, with the number of pairs."""
     good = [p for p in pairs if not p["diverged"]]
-
-    def stats(values: list[float]) -> dict[str, float | None]:
-        if not values:
-            return {"mean": None, "se": None, "min": None, "max": None}
-        v = np.asarray(values, np.float64)
-        se = float(v.std(ddof=1) / math.sqrt(v.size)) if v.size > 1 else None
-        return {"mean": float(v.mean()), "se": se, "min": float(v.min()), "max": float(v.max())}
-
     return {"pairs": len(good), "diverged": len(pairs) - len(good),
             "barrier": stats([p["barrier"] for p in good]),
             "error": stats([e for p in good for e in (p["error_a"], p["error_b"])])}

@@ -912,10 +912,8 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     if memory_budget_mb is not None and memory_budget_mb <= 0:
         raise ValueError(f"memory_budget_mb must be positive, not {memory_budget_mb}")
     budget = (memory_budget_mb or default_budget_mb()) * 2**20
-    placement = devices if isinstance(devices, devices_lib.Placement) else devices_lib.placement(devices)
-    if placement.count == 1:
-        placement = None  # one device: the programs as they always were
-    else:
+    placement = devices_lib.split(devices)
+    if placement is not None:
         data = placement.replicate(data)  # once: every trial reads the whole data set
     dirs = [run_dir(lt, root) for lt in lotteries]
     # A late-rewound run whose level 0 is not stored yet reads (or trains) its base run's.
