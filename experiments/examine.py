@@ -21,10 +21,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from experiments import cli
+from experiments import cli, distributed
 from experiments.configs.examine import PRESETS, window
 from experiments.progress import LevelBars
-from lth_jax import analysis, data, mnist, paper, runner, store
+from lth_jax import analysis, data, devices, mnist, paper, runner, store
 
 FLAGS = cli.FLAGS
 FIXED = ("mode", "seeds", "reinit", "shuffle", "random", "levels", "min_remaining", "average_over", "stable_for",
@@ -49,6 +49,7 @@ def define() -> None:
                     "else download).", exists="dir")
     cli.define_flag("analyse_only", bool, False, "Do not train: use the stored rounds (error if some are missing).")
     cli.define_flag("progress", bool, True, "Show progress bars.")
+    distributed.define_flags()
 
 
 def settings_from_flags() -> mnist.Settings:
@@ -82,9 +83,13 @@ def run() -> None:
         settings, wanted = mnist.rounds_for(settings_from_flags(), fig9 + fig10)
         path = mnist.run_dir(settings, FLAGS.runs_dir)
         if not FLAGS.analyse_only:
+            count = distributed.start()
             bars = LevelBars(len(mnist.plan(settings)), FLAGS.progress)
-            path = mnist.run(settings, mnist.device_data(data.mnist(FLAGS.mnist_dir)), FLAGS.runs_dir, progress=bars)
+            path = mnist.run(settings, mnist.device_data(data.mnist(FLAGS.mnist_dir)), FLAGS.runs_dir, progress=bars,
+                             devices=count)
             bars.close()
+            if not devices.is_writer():  # the figures are process 0's to write
+                return
     levels = mnist.plan(settings)
     # each wanted round's ticket masks, named by the hidden layers' nominal fraction remaining
     chain = {(1 - settings.rate) ** r: store.subtree(stored_round(path, levels[r]).arrays, "masks") for r in wanted}

@@ -21,7 +21,7 @@ class LevelBars(runner.Progress):
         self.describe = describe or _final_accuracy
         self.levels = tqdm(total=total, desc="levels", unit="level", disable=not enabled, position=0, file=sys.stderr)
         self.bar: Any = None
-        self.trained = 0      # trainings run now (identical trials counted once)
+        self.trained_now = 0  # trainings run now (identical trials counted once)
         self.seconds = 0.0    # their training time
 
     def level_start(self, index: int, depth: int, runs: int, trials: int, steps: int) -> None:
@@ -39,16 +39,14 @@ class LevelBars(runner.Progress):
             self.bar.close()
             self.bar = None
         self.levels.update(1)
-        if stored:
-            m = stored[0][2]
-            group = m.get("group") or {"unique_trials": sum(r["trials"] for r in m["roles"].values()),
-                                       "seconds": m["seconds"]}
-            self.trained += group["unique_trials"]
-            self.seconds += group["seconds"]
         for _, level, metrics in stored:
             line = self.describe(level, metrics)
             if line:
                 self.levels.write(line, file=sys.stderr)
+
+    def trained(self, trials: int, seconds: float) -> None:
+        self.trained_now += trials
+        self.seconds += seconds
 
     def note(self, message: str) -> None:
         self.levels.write(message, file=sys.stderr)

@@ -44,11 +44,11 @@ def run() -> None:
     res = xor.sweep(s, out / "cache", bars, devices=count)
     bars.close()
     # The chunk program's compile time, if this run trained anything (the program is cached).
-    compile_s = s.trainer().compiled(s.network(), xor.metrics.xor_data())[1] if bars.trained else 0.0
+    compile_s = s.trainer().compiled(s.network(), xor.metrics.xor_data())[1] if bars.trained_now else 0.0
     res.update({
         "seconds": {"total": time.perf_counter() - t0, "compile": compile_s, "train": bars.seconds},
-        "trainings_run_now": bars.trained,
-        "trial_steps_per_second": bars.trained * s.iterations / bars.seconds if bars.seconds else None,
+        "trainings_run_now": bars.trained_now,
+        "trial_steps_per_second": bars.trained_now * s.iterations / bars.seconds if bars.seconds else None,
         "platform": {"jax": jax.__version__, "backend": jax.default_backend(), "cpus": os.cpu_count(),
                      "xla_flags": os.environ.get("XLA_FLAGS", "")},
     })

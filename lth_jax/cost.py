@@ -47,12 +47,18 @@ def _weights(hidden: Sequence[int]) -> int:
     return sum(a * b for a, b in zip(widths[:-1], widths[1:], strict=False))
 
 
+def _add(out: dict[str, list[float]], device: str, seconds: float, work: float) -> None:
+    if work >= MIN_MEASURED and seconds > 0:
+        out.setdefault(device, []).append(seconds / work)
+
+
 def measured(runs_dir: str | Path) -> dict[str, list[float]]:
     """Seconds per LeNet seed-step of every stored MNIST level under ``runs_dir``, per device.
     A level trained in a group counts once, with the group's time over the trials it trained.
     Records that do not verify are skipped (they are recomputed by their run, not trusted)."""
     out: dict[str, list[float]] = {}
     seen = set()
+    programs: dict[str, list[Any]] = {}  # a program's levels: their seconds add up to its time
     for settings_file in Path(runs_dir).rglob("settings.json"):
         run = settings_file.parent
         try:
@@ -66,8 +72,13 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
             m = store.load_level(run, name, arrays=False).metrics
             if "seconds" not in m or "roles" not in m or "copied_from" in m:  # a copy is its source's time
                 continue
-            group = m.get("group")
-            if group:
+            group, device = m.get("group"), "cpu" if m.get("device", "cpu") == "cpu" else "gpu"
+            steps = (iterations - m.get("rewind_step", 0)) * scale  # a rewound level trains k..end
+            if group and "program" in group:
+                entry = programs.setdefault(group["program"], [0.0, 0, group, steps, device])
+                entry[0], entry[1] = entry[0] + m["seconds"], entry[1] + 1
+                continue
+            if group:  # stored before levels merged: one group per level, its time on every member
                 key = (tuple(group["members"]), name)
                 if key in seen:
                     continue
@@ -75,9 +86,10 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
                 seconds, trials = group["seconds"], group["trained_trials"]
             else:
                 seconds, trials = m["seconds"], sum(r["trials"] for r in m["roles"].values())
-            work = trials * (iterations - m.get("rewind_step", 0)) * scale  # a rewound level trains k..end
-            if work >= MIN_MEASURED and seconds > 0:
-                out.setdefault("cpu" if m.get("device", "cpu") == "cpu" else "gpu", []).append(seconds / work)
+            _add(out, device, seconds, trials * steps)
+    for seconds, found, group, steps, device in programs.values():
+        if found == len(group["members"]):  # a program cut short by a kill is not a whole program's time
+            _add(out, device, seconds, group["trained_trials"] * steps)
     return out
 
 

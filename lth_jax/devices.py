@@ -6,7 +6,7 @@ the trial axis of the inputs on the mesh axis ``"trials"`` (``NamedSharding(mesh
 P("trials"))``) and everything else (the data sets) replicated (``P()``), and ``jax.jit``
 partitions the program from those input shardings. The trial count of a program is padded to a
 multiple of the device count by repeating a row (trials are independent, so a copy changes no
-other row) and the padding is dropped from the results (:func:`lth_jax.runner.chunks`).
+other row) and the padding is dropped from the results (:func:`lth_jax.programs.chunks`).
 
 The same code serves several processes (``jax.distributed``): the mesh holds every process's
 devices, inputs are built on every process (they are a deterministic function of the
@@ -124,11 +124,26 @@ def is_writer() -> bool:
     return jax.process_index() == 0
 
 
+class WriterFailed(RuntimeError):
+    """Raised on the other processes of a multi-host run when process 0 could not write."""
+
+
 def written(tag: str, write: Callable[[], Any]) -> None:
     """``write()`` (a store write) on the writing process only; the other processes of a
-    multi-host run wait at a barrier named ``tag`` until it is done, so what they read next is
-    on disk. One process: just ``write()``."""
-    if is_writer():
+    multi-host run wait until it is done, so what they read next is on disk, and stop with
+    :class:`WriterFailed` if it failed (process 0 raises its own error) instead of waiting for a
+    write that will never come. One process: just ``write()``."""
+    if jax.process_count() == 1:
         write()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices(tag)
+        return
+    error = None
+    if is_writer():
+        try:
+            write()
+        except Exception as e:  # every process must reach the collective below, the writer too
+            error = e
+    failed = int(multihost_utils.broadcast_one_to_all(np.int32(error is not None)))
+    if error is not None:
+        raise error
+    if failed:
+        raise WriterFailed(f"process 0 could not write {tag}; see its output")

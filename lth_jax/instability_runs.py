@@ -43,7 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lth_jax import devices as devices_lib
-from lth_jax import instability, runner, store
+from lth_jax import instability, programs, runner, store
 from lth_jax import masks as masks_lib
 
 PyTree = Any
@@ -105,6 +105,8 @@ def pairing(lottery: runner.Lottery) -> runner.Lottery:
     p = lottery.procedure
     if p.mode == "han":
         raise ValueError("instability analysis applies to one-shot and iterative runs, not han")
+    if p.stop_at_convergence:  # copy a is the run's own training: it must have run the full length, as copy b does
+        raise ValueError("instability analysis needs full-length trainings: run without stop_at_convergence")
     return lottery.replace(procedure=dataclasses.replace(p, control_levels=None, reinit=1, shuffle=1, random=1))
 
 
@@ -210,7 +212,7 @@ def level_pairs(lottery: runner.Lottery, analysis: Analysis, run_path: Path, lev
     how = {"start_step": k} if k else {}
     progress.level_start(index, depth, 1, int(take.size), lottery.trainer.iterations - k)
     t0 = time.perf_counter()
-    trained, outputs = runner.train_trials(lottery.trainer, lottery.network, job, data, progress, budget_mb,
+    trained, outputs = programs.train_trials(lottery.trainer, lottery.network, job, data, progress, budget_mb,
                                            placement, **how)
     seconds_train = time.perf_counter() - t0
     stored = store.subtree(record.arrays, "trained")

@@ -80,12 +80,28 @@ class Convergence:
                                         self.stable_for, self.tolerance)
             conv.iteration[rows], conv.accuracy[rows] = c.iteration + s, c.accuracy
         final = acc[:, -1]
+        if "curves/stop_step" in outputs:  # stopped at convergence: the final accuracy is the one at the stop
+            last = np.asarray(outputs["curves/stop_step"]) // self.eval_every - 1
+            final = acc[np.arange(len(acc)), last]
         with np.errstate(invalid="ignore"):
             best = np.where(np.all(np.isnan(acc), axis=1), np.nan,
                             np.nanmax(np.where(np.isnan(acc), -np.inf, acc), axis=1))
-        return {"convergence_iteration": conv.iteration, "convergence_accuracy": conv.accuracy,
-                "final_accuracy": final, "best_accuracy": best, "gain_after_convergence": final - conv.accuracy,
-                "diverged_at": np.asarray(outputs["curves/diverged_at"])}
+        out = {"convergence_iteration": conv.iteration, "convergence_accuracy": conv.accuracy,
+               "final_accuracy": final, "best_accuracy": best, "gain_after_convergence": final - conv.accuracy,
+               "diverged_at": np.asarray(outputs["curves/diverged_at"])}
+        if "curves/stop_step" in outputs:
+            out["stop_step"] = np.asarray(outputs["curves/stop_step"])
+        return out
+
+    def stop(self, every: int) -> Stop:
+        """Stop measured trainings that have settled, checking every ``every`` steps."""
+        return Stop(self, every)
+
+    def settled(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Per trial: converged by footnote 5 with its whole stability window seen, or diverged;
+        either way nothing later on its curve can change its convergence iteration or accuracy."""
+        per = self.per_trial(outputs)
+        return np.isfinite(per["convergence_iteration"]) | (per["diverged_at"] >= 0)
 
     def summarize(self, outputs: Mapping[str, np.ndarray], trials: Sequence[Any]) -> dict[str, Any]:
         """Per-trial metrics and, per role, mean/min/max/std/n over the trials that have a value."""
@@ -96,6 +112,8 @@ class Convergence:
             row.update({k: float(per[k][i]) for k in METRICS})
             d = int(per["diverged_at"][i])
             row["diverged_at"] = None if d < 0 else d
+            if "stop_step" in per:
+                row["stop_step"] = int(per["stop_step"][i])
             rows.append(row)
         roles = {}
         for role, idx in _roles(trials).items():
@@ -103,7 +121,24 @@ class Convergence:
             roles[role]["trials"] = len(idx)
             roles[role]["converged"] = int(np.isfinite(per["convergence_iteration"][idx]).sum())
             roles[role]["diverged"] = int((per["diverged_at"][idx] >= 0).sum())
-        return {"convergence_rule": {**self.extra(), "eval_every": self.eval_every}, "trials": rows, "roles": roles}
+            if "stop_step" in per:  # final_accuracy is then the accuracy at the stop
+                roles[role]["stop_step"] = stats(per["stop_step"][idx])
+        out = {"convergence_rule": {**self.extra(), "eval_every": self.eval_every}, "trials": rows, "roles": roles}
+        if "stop_step" in per:
+            out["final_accuracy_at"] = "stop"
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """When a measured training may end early: every ``every`` steps, a trial that ``judge``
+    finds settled (:meth:`Convergence.settled`) stops (:class:`lth_jax.trainers.Minibatch`)."""
+
+    judge: Convergence
+    every: int
+
+    def settled(self, outputs: Mapping[str, np.ndarray]) -> np.ndarray:
+        return self.judge.settled(outputs)
 
 
 @dataclasses.dataclass(frozen=True)

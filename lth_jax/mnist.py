@@ -92,6 +92,14 @@ class Settings:
         "Steps at which the originals' weights and optimiser state are kept, so --rewind_step can be chosen "
         "after the fact without retraining them (multiples of --eval_every below --iterations).",
         min=0, unique=True))
+    stop_at_convergence: bool = field(default=False, metadata=_help(
+        "End each measured training (one-shot tickets, every control, a chain's last round) once it has "
+        "converged by footnote 5's rule and its stability window has passed; the convergence iteration and "
+        "accuracy are those of a full run, the final accuracy is the one at the stop. Trainings that are "
+        "pruned next always run the full --iterations (the paper prunes after them)."))
+    stop_every: int = field(default=500, metadata=_help(
+        "With --stop_at_convergence: steps between the checks (a multiple of --eval_every); a training "
+        "stops at the first check after its stability window has passed.", min=1))
 
     def __post_init__(self) -> None:
         # Normalise types so equal settings hash equally (100 vs 100.0, list vs tuple).
@@ -103,7 +111,7 @@ class Settings:
         for name in ("std", "lr", "rate", "output_rate_factor", "min_remaining", "tolerance"):
             object.__setattr__(self, name, float(getattr(self, name)))
         for name in ("batch_size", "iterations", "eval_every", "reinit", "shuffle", "random", "average_over",
-                     "stable_for", "rewind_step"):
+                     "stable_for", "rewind_step", "stop_every"):
             object.__setattr__(self, name, int(getattr(self, name)))
         self.validate()
 
@@ -148,7 +156,8 @@ def lottery(settings: Settings, chunk_steps: int | None = None) -> runner.Lotter
         network=network(s.hidden, s.std),
         procedure=runner.Procedure(mode=s.mode, seeds=s.seeds, reinit=s.reinit, shuffle=s.shuffle, levels=s.levels,
                                    min_remaining=s.min_remaining, random=s.random, rewind_step=s.rewind_step,
-                                   snapshot_steps=s.snapshot_steps),
+                                   snapshot_steps=s.snapshot_steps, stop_at_convergence=s.stop_at_convergence,
+                                   stop_every=s.stop_every),
         prune=prune_rule(s),
         trainer=trainers.Minibatch(s.optimizer, s.lr, s.batch_size, s.iterations, s.eval_every, chunk_steps),
         judge=judges.Convergence(s.eval_every, s.average_over, s.stable_for, s.tolerance),

@@ -13,14 +13,17 @@ pure functions behind it:
 plus ``keys``, the documented derivation of every random draw from the seeds
 (:class:`SeedKeys` below; the XOR experiment brings its own).
 
-:func:`run` executes one lottery level by level; :func:`run_groups` executes several that
-share a compiled program (same network shape and trainer) level by level together, as
-section 6's studies and the XOR sweep need. At every level the winning tickets of all seeds
-and all their controls form ONE leading trial axis, trained as one vmapped program
+:func:`run` executes one lottery; :func:`run_groups` executes several that share a compiled
+program (same network shape and trainer) together, as section 6's studies and the XOR sweep
+need. Every level whose source level is stored (:func:`depends_on`: the originals for a
+one-shot level, the previous round otherwise) trains in the next program (:func:`next_program`):
+the originals first, then every one-shot level at once, iterative rounds one after another. A
+program's trials (the winning tickets of all seeds and all their controls, of every level in
+it) form ONE leading trial axis, trained as one vmapped :class:`lth_jax.programs.Program`
 (identical trials, such as the unpruned round shared by several rates, are trained once),
 split into chunks of at most ``memory_budget_mb`` of estimated device memory. Each level is
-stored (:mod:`lth_jax.store`) the moment it is trained, so a killed run resumes where it
-stopped and gives exactly the numbers an uninterrupted run gives.
+stored (:mod:`lth_jax.store`) the moment its trials are trained, so a killed run resumes where
+it stopped and gives exactly the numbers an uninterrupted run gives.
 
 Modes (``Procedure.mode``):
 
@@ -71,7 +74,6 @@ import dataclasses
 import functools
 import hashlib
 import math
-import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -82,7 +84,7 @@ import numpy as np
 
 from lth_jax import devices as devices_lib
 from lth_jax import masks as masks_lib
-from lth_jax import store, transforms
+from lth_jax import programs, store, transforms
 
 PyTree = Any
 MODES: tuple[str, ...] = ("oneshot", "iterative", "han")
@@ -226,6 +228,8 @@ class Procedure:
     random: int = 0                       # control 3: random masks per ticket
     rewind_step: int = 0                  # late rewinding: reset to the originals' step-k snapshot
     snapshot_steps: tuple[int, ...] = (0,)  # steps after which each original is snapshotted
+    stop_at_convergence: bool = False     # end measured trainings once converged (:func:`stoppable`)
+    stop_every: int = 500                 # steps between those checks
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -251,6 +255,8 @@ class Procedure:
                              f"({', '.join(map(str, self.snapshot_steps))}), not {self.rewind_step}")
         if self.rewind_step and self.mode == "han":
             raise ValueError("rewind_step must be 0 in han mode (its chain keeps training its trained weights)")
+        if self.stop_every < 1:
+            raise ValueError(f"stop_every must be at least 1, not {self.stop_every}")
 
     def hashed(self) -> dict[str, Any]:
         d = {"mode": self.mode, "seeds": list(self.seeds), "reinit": self.reinit, "shuffle": self.shuffle}
@@ -263,6 +269,8 @@ class Procedure:
             d["random"] = self.random
         if self.rewind_step:
             d["rewind_step"] = self.rewind_step
+        if self.stop_at_convergence:
+            d.update(stop_at_convergence=True, stop_every=self.stop_every)
         return d
 
     def controls_at(self, value: float) -> bool:
@@ -419,11 +427,22 @@ class Lottery:
                 raise ValueError(f"rewind_step must be below iterations ({self.trainer.iterations}), "
                                  f"not {p.rewind_step}")
             check(p.snapshots())
+        if p.stop_at_convergence:
+            if not hasattr(self.judge, "stop") or not hasattr(self.trainer, "check_snapshot_steps"):
+                raise ValueError(f"stop_at_convergence needs a judge of convergence and a trainer that stops "
+                                 f"mid-training, not {type(self.judge).__name__} and {type(self.trainer).__name__}")
+            if p.stop_every % self.trainer.eval_every:
+                raise ValueError(f"stop_every ({p.stop_every}) must be a multiple of eval_every "
+                                 f"({self.trainer.eval_every})")
 
     def hashed(self) -> dict[str, Any]:
-        """Everything that determines the trained numbers: the run directory's hash."""
-        return {**self.network.hashed(), **self.procedure.hashed(), **self.trainer.hashed(),
-                **self.prune.hashed(self.procedure.mode), **self.keys.hashed(), "data": self.data}
+        """Everything that determines the trained numbers: the run directory's hash (with the
+        convergence rule when trainings stop at convergence: where they stop depends on it)."""
+        out = {**self.network.hashed(), **self.procedure.hashed(), **self.trainer.hashed(),
+               **self.prune.hashed(self.procedure.mode), **self.keys.hashed(), "data": self.data}
+        if self.procedure.stop_at_convergence:
+            out["stop_rule"] = self.judge.extra()
+        return out
 
     def unhashed(self) -> dict[str, Any]:
         p = self.procedure
@@ -500,11 +519,6 @@ def layout(procedure: Procedure, level: Level | None = None) -> list[Trial]:
 def _concat(trees: list[PyTree]) -> PyTree:
     """Stack trees along the trial axis: one compiled program per layout, not one per leaf and op."""
     return jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
-
-
-@jax.jit
-def _gather(tree: PyTree, rows: jax.Array) -> PyTree:
-    return jax.tree.map(lambda x: x[rows], tree)
 
 
 @functools.lru_cache(maxsize=32)
@@ -739,6 +753,7 @@ class Progress:
     def level_start(self, index: int, depth: int, runs: int, trials: int, steps: int) -> None: ...
     def steps(self, n: int) -> None: ...
     def level_end(self, index: int, stored: list[tuple[str, Level, dict[str, Any]]]) -> None: ...
+    def trained(self, trials: int, seconds: float) -> None: ...  # after each program: distinct trials, time
     def note(self, message: str) -> None: ...
 
 
@@ -774,100 +789,27 @@ def default_budget_mb() -> int:
     return int(0.4 * limit / 2**20) if limit and dev.platform != "cpu" else 2048
 
 
-def chunks(n: int, per_chunk: int, multiple: int = 1) -> list[np.ndarray]:
-    """``range(n)`` split into equal-size chunks of at most ``per_chunk`` (the last padded by
-    repeating its first index, so every chunk compiles to the same program), each a multiple of
-    ``multiple`` rows (the devices the trial axis is split across; at least one row each)."""
-    per_chunk = max(multiple, per_chunk // multiple * multiple)
-    k = max(1, math.ceil(n / per_chunk))
-    size = multiple * math.ceil(math.ceil(n / k) / multiple)
-    out = []
-    for c in range(k):
-        idx = np.arange(c * size, min(n, (c + 1) * size))
-        out.append(np.concatenate([idx, np.full(size - idx.size, idx[0])]) if idx.size < size else idx)
-    return out
-
-
-def _row_digests(params: PyTree, masks: PyTree, keys: jax.Array, states: PyTree = None) -> list[str]:
-    """One digest per trial row of everything that determines its training."""
-    leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get((params, masks)))]
-    leaves.append(np.asarray(jax.device_get(jax.random.key_data(keys))))
-    leaves += [np.asarray(x) for x in jax.tree.leaves(jax.device_get(states))]
-    out = []
-    for i in range(leaves[0].shape[0]):
-        h = hashlib.sha256()
-        for leaf in leaves:
-            h.update(np.ascontiguousarray(leaf[i]).tobytes())
-        out.append(h.hexdigest())
-    return out
-
-
-def _unique_rows(digests: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """``(unique, inverse)``: the first row of each distinct digest, in order, and for every
-    row the position of its digest's row in ``unique``."""
-    first_row: dict[str, int] = {}
-    for row, d in enumerate(digests):
-        first_row.setdefault(d, row)
-    unique = np.asarray(sorted(first_row.values()))
-    return unique, np.searchsorted(unique, [first_row[d] for d in digests])
-
-
-def train_trials(trainer: Any, network: Network, trials: tuple, data: Any, progress: Progress,
-                 budget_mb: int, placement: devices_lib.Placement | None = None,
-                 **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
-    """Train every row of ``trials`` (params, masks, batch keys, optimiser states or None; a
-    leading trial axis) as the runner trains a level: identical rows once, in chunks of at most
-    ``budget_mb`` of estimated device memory per device, split across ``placement``'s devices
-    (``data`` replicated there: :meth:`~lth_jax.devices.Placement.replicate`). Returns the
-    trained params and the trainer's outputs for every row, in order. ``how`` goes to the
-    trainer (``start_step``, ...)."""
-    unique, inverse = _unique_rows(_row_digests(*trials))
-    pieces = _pieces(unique.size, budget_mb * 2**20, trainer, network, placement)
-    trained, outputs = _train_unique(trainer, network, trials, unique, pieces, data, progress, placement, **how)
-    return jax.tree.map(lambda x: x[inverse], trained), {k: v[inverse] for k, v in outputs.items()}
-
-
-def _pieces(n: int, budget: int, trainer: Any, network: Network,
-            placement: devices_lib.Placement | None) -> list[np.ndarray]:
-    """The chunks of ``n`` trials: ``budget`` bytes a device, whole multiples of the devices."""
-    count = placement.count if placement is not None else 1
-    return chunks(n, count * (budget // trainer.trial_bytes(network)), count)
-
-
-def _train_unique(trainer: Any, network: Network, trials: tuple, unique: np.ndarray, pieces: list[np.ndarray],
-                  data: Any, progress: Progress, placement: devices_lib.Placement | None = None,
-                  **how: Any) -> tuple[PyTree, dict[str, np.ndarray]]:
-    """Train the ``unique`` rows of ``trials`` (params, masks, keys, optimiser states or None)
-    chunk by chunk; returns the trained params and outputs of the unique rows, in order (chunk
-    padding dropped). ``how`` goes to the trainer (late rewinding's ``start_step`` and
-    ``snapshot_steps``), with each chunk's rows of the optimiser states as ``opt_state``."""
-    params, masks, keys, states = trials
-    total = keys.shape[0]
-    outs = []
-    for piece in pieces:
-        rows = unique[piece]
-        if rows.size == total and np.array_equal(rows, np.arange(total)):
-            p, m, k, s = params, masks, keys, states  # every row once, in order: nothing to gather
-        else:
-            p, m, k, s = _gather((params, masks, keys, states), jnp.asarray(rows))
-        extra = dict(how, opt_state=s) if s is not None else dict(how)
-        if placement is not None:  # trainers that split the trial axis across devices take it
-            extra["placement"] = placement
-        trained, outputs = trainer(network, p, m, k, data, on_steps=progress.steps, **extra)
-        outs.append((devices_lib.host(trained), outputs))
-    first = np.unique(np.concatenate(pieces), return_index=True)[1]  # each unique row once, in order
-
-    def gather(arrays: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(arrays)[first]
-
-    trained_u = jax.tree.map(lambda *xs: gather(list(xs)), *[o[0] for o in outs])
-    return trained_u, {k: gather([o[1][k] for o in outs]) for k in outs[0][1]}
-
-
 def signature(lottery: Lottery) -> tuple:
-    """Lotteries that can share one compiled program: same forward pass and trainer, and the
-    same rewind step (each keeps its own mode, plan and pruning rule)."""
-    return (lottery.network.program(), lottery.trainer.signature(), lottery.procedure.rewind_step)
+    """Lotteries that can share one compiled program: same forward pass and trainer, the same
+    rewind step and the same stopping rule (each keeps its own mode, plan and pruning rule)."""
+    p = lottery.procedure
+    stop = (p.stop_every, frozen(lottery.judge.extra())) if p.stop_at_convergence else None
+    return (lottery.network.program(), lottery.trainer.signature(), p.rewind_step, stop)
+
+
+def stoppable(lottery: Lottery, plan_: Sequence[Level], index: int) -> np.ndarray:
+    """Per trial of level ``index`` (:func:`layout` order): whether it stops at convergence.
+    Only with ``stop_at_convergence``, and only trainings whose weights no later level is pruned
+    from: every control, and the tickets of a level nothing is pruned from (every one-shot level
+    after the originals, a chain's last round; han's measured tickets, not its chain). The
+    paper prunes after the full training."""
+    p = lottery.procedure
+    roles = [t.role for t in layout(p, plan_[index])]
+    if not p.stop_at_convergence:
+        return np.zeros(len(roles), bool)
+    source = any(depends_on(lottery, j) == index for j in range(len(plan_)))
+    pruned_next = "continue" if p.mode == "han" else "ticket"
+    return np.asarray([not (source and role == pruned_next) for role in roles])
 
 
 def base_lottery(lottery: Lottery) -> Lottery:
@@ -876,7 +818,8 @@ def base_lottery(lottery: Lottery) -> Lottery:
     directory is :func:`run_dir` of it under the same root."""
     if not lottery.procedure.rewind_step:
         return lottery
-    return lottery.replace(procedure=dataclasses.replace(lottery.procedure, rewind_step=0))
+    # Its originals always train the full length, so a stopping run shares them with one that does not.
+    return lottery.replace(procedure=dataclasses.replace(lottery.procedure, rewind_step=0, stop_at_convergence=False))
 
 
 def run(lottery: Lottery, data: Any, root: str | Path, **kw: Any) -> Path:
@@ -887,9 +830,15 @@ def run(lottery: Lottery, data: Any, root: str | Path, **kw: Any) -> Path:
 def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, progress: Progress | None = None,
                memory_budget_mb: int | None = None,
                after_level: Callable[[Level, dict[str, Any]], None] | None = None,
-               devices: int | Sequence[Any] | devices_lib.Placement | None = None) -> list[Path]:
+               devices: int | Sequence[Any] | devices_lib.Placement | None = None,
+               merge_levels: bool | None = None) -> list[Path]:
     """Run (or resume) several lotteries, level by level: those that share :func:`signature`
-    train together (one program per level), the others group by group. Each is stored exactly
+    train together, the others group by group. Every level whose source level is stored
+    (:func:`depends_on`) trains in the next program (:func:`next_program`): all one-shot levels
+    after the originals in one, iterative rounds one after another; ``merge_levels=False``
+    trains one program per position of the plan instead (same numbers). The default merges on
+    an accelerator and not on a CPU, where a program of 35 LeNets already fills the cores and
+    wider ones ran slower (benchmarks/merged_levels.json: 0.76x on 2 cores). Each is stored exactly
     as if run alone (same directory, records, arrays and metrics, plus a ``group`` entry saying
     what trained with it when there were several). Returns the run directories, in the order
     given.
@@ -915,6 +864,8 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     placement = devices_lib.split(devices)
     if placement is not None:
         data = placement.replicate(data)  # once: every trial reads the whole data set
+    if merge_levels is None:
+        merge_levels = jax.devices()[0].platform != "cpu"
     dirs = [run_dir(lt, root) for lt in lotteries]
     # A late-rewound run whose level 0 is not stored yet reads (or trains) its base run's.
     dirs += [run_dir(base_lottery(lt), root) for lt, d in zip(lotteries, list(dirs), strict=True)
@@ -929,7 +880,8 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
         for lt, path in zip(lotteries, paths, strict=True):
             classes.setdefault(signature(lt), {})[path] = lt  # the same lottery twice runs once
         for members in classes.values():
-            _run_locked(list(members.values()), list(members), data, progress, budget, after_level, placement)
+            _run_locked(list(members.values()), list(members), data, progress, budget, after_level, placement,
+                        merge_levels)
     return paths
 
 
@@ -993,102 +945,149 @@ def _original_jobs(lotteries: Sequence[Lottery], paths: list[Path], plans: list[
     return jobs
 
 
+def depends_on(lottery: Lottery, index: int) -> int | None:
+    """The level whose stored training level ``index`` of the plan is pruned from (None for the
+    first): the originals for every one-shot level, the previous round otherwise."""
+    if index == 0:
+        return None
+    return 0 if lottery.procedure.mode == "oneshot" else index - 1
+
+
+def next_program(lotteries: Sequence[Lottery], plans: Sequence[Sequence[Level]], stored: set[tuple[int, int]],
+                 merge: bool = True) -> list[tuple[int, int]]:
+    """The ``(lottery, level index)`` pairs to train in the next program: every level not
+    ``stored`` whose source level is. Levels 0 (the originals, which take the snapshots) train
+    in a program of their own; with ``merge=False`` only the shallowest ready levels train
+    together (one program per level of the plan, as before levels merged)."""
+    ready = [(g, i) for g, p in enumerate(plans) for i in range(len(p)) if (g, i) not in stored
+             and (depends_on(lotteries[g], i) is None or (g, depends_on(lotteries[g], i)) in stored)]
+    if not ready:
+        return []
+    if any(i == 0 for _, i in ready) or not merge:
+        low = min(i for _, i in ready)
+        return [(g, i) for g, i in ready if i == low]
+    return ready
+
+
 def _run_locked(lotteries: Sequence[Lottery], paths: list[Path], data: Any, progress: Progress, budget: int,
                 after_level: Callable[[Level, dict[str, Any]], None] | None,
-                placement: devices_lib.Placement | None = None) -> None:
-    first = lotteries[0]
-    k = first.procedure.rewind_step  # one rewind step per class (signature)
+                placement: devices_lib.Placement | None = None, merge: bool = True) -> None:
     plans = [plan(lt) for lt in lotteries]
     inits: list[Any] = [None] * len(lotteries)
     snapshots: list[Any] = [None] * len(lotteries)
     for g, (lt, path) in enumerate(zip(lotteries, paths, strict=True)):
         if store.problem(path, INIT):  # every record is verified on resume, the initial weights too
             inits[g] = stored_init(lt, path, progress)
-    depth = max(len(p) for p in plans)
-    for i in range(depth):
-        todo = []
-        for g, p in enumerate(plans):
-            if i < len(p) and not store.done(paths[g], p[i].name):
-                _report_problem(paths[g], p[i].name, progress)
-                todo.append(g)
-        if k and i == 0:
-            jobs = _original_jobs(lotteries, paths, plans, todo, data, progress, budget, placement)
-        else:
-            jobs = [_Job(g, lotteries[g], paths[g], plans[g][i]) for g in todo]
-        if not jobs:
-            progress.level_end(i, [])
-            continue
-        rewound = bool(k and i)
-        parts = []
-        for job in jobs:
-            lt, level, g = job.lottery, job.level, job.g
-            if job.path != paths[g]:  # a base run's level 0
-                init = stored_init(lt, job.path, progress)
+    stored = set()
+    for g, p in enumerate(plans):
+        for i, level in enumerate(p):
+            if store.done(paths[g], level.name):
+                stored.add((g, i))
             else:
-                if inits[g] is None:
-                    inits[g] = stored_init(lt, paths[g], progress)
-                init = inits[g]
-            previous = plans[g][i - 1] if i else None
-            masks = ticket_masks(lt, job.path, init, level, previous)
-            if rewound:
-                if snapshots[g] is None:
-                    snapshots[g] = original_snapshot(lt, store.load_level(paths[g], plans[g][0].name), k)
-                parts.append((job, masks, *rewound_trials(lt, snapshots[g], masks, level)))
-                continue
-            chain = None
-            if lt.procedure.mode == "han":
-                chain = init if previous is None else _tree(store.load_level(job.path, previous.name), "chain")
-            parts.append((job, masks, *build_trials(lt, init, masks, level, chain), None))
-        params = _concat([p[2] for p in parts])
-        tmasks = _concat([p[3] for p in parts])
-        keys = _concat([p[4] for p in parts])
-        states = _concat([p[5] for p in parts]) if rewound else None
-        digests = _row_digests(params, tmasks, keys, states)
-        unique, inverse = _unique_rows(digests)
-        pieces = _pieces(unique.size, budget, first.trainer, first.network, placement)
-        start = k if rewound else 0
-        how: dict[str, Any] = {"start_step": k} if rewound else {}
-        steps = sorted({s for job in jobs for s in job.lottery.procedure.snapshots()}) if i == 0 else []
+                _report_problem(paths[g], level.name, progress)
+    depth = max(len(p) for p in plans)
+    announced: set[int] = set()
+    news: dict[int, list[tuple[str, Level, dict[str, Any]]]] = {}
+
+    def announce() -> None:  # a position of the plan is reported once all runs have stored it
+        for i in range(depth):
+            if i not in announced and all((g, i) in stored for g, p in enumerate(plans) if i < len(p)):
+                announced.add(i)
+                progress.level_end(i, news.pop(i, []))
+
+    announce()
+    while todo := next_program(lotteries, plans, stored, merge):
+        k = lotteries[todo[0][0]].procedure.rewind_step  # one rewind step per class (signature)
+        if k and todo[0][1] == 0:
+            jobs = _original_jobs(lotteries, paths, plans, [g for g, _ in todo], data, progress, budget, placement)
+            stored |= {(g, 0) for g, _ in todo} - {(job.g, 0) for job in jobs}  # copied from their base runs
+        else:
+            jobs = [_Job(g, lotteries[g], paths[g], plans[g][i]) for g, i in todo]
+        if jobs:
+            for g, i in _train_program(jobs, lotteries, paths, plans, inits, snapshots, data, progress, budget,
+                                       after_level, placement, depth, news):
+                stored.add((g, i))
+        announce()
+
+
+def _train_program(jobs: list[_Job], lotteries: Sequence[Lottery], paths: list[Path], plans: list[list[Level]],
+                   inits: list[Any], snapshots: list[Any], data: Any, progress: Progress, budget: int,
+                   after_level: Callable[[Level, dict[str, Any]], None] | None,
+                   placement: devices_lib.Placement | None, depth: int,
+                   news: dict[int, list[tuple[str, Level, dict[str, Any]]]]) -> Iterator[tuple[int, int]]:
+    """Train ``jobs`` (levels of one class) as one :class:`lth_jax.programs.Program`, storing
+    each level the moment its trials are trained; yields ``(lottery, level index)`` of each."""
+    first = jobs[0].lottery
+    k = lotteries[jobs[0].g].procedure.rewind_step  # a base run's job (level 0) has rewind step 0
+    index = [plans[job.g].index(job.level) for job in jobs]
+    rewound = bool(k and index[0])
+    parts = []
+    for job, i in zip(jobs, index, strict=True):
+        lt, level, g = job.lottery, job.level, job.g
+        if job.path != paths[g]:  # a base run's level 0
+            init = stored_init(lt, job.path, progress)
+        else:
+            if inits[g] is None:
+                inits[g] = stored_init(lt, paths[g], progress)
+            init = inits[g]
+        previous = plans[g][depends_on(lt, i)] if i else None
+        masks = ticket_masks(lt, job.path, init, level, previous)
+        if rewound:
+            if snapshots[g] is None:
+                snapshots[g] = original_snapshot(lt, store.load_level(paths[g], plans[g][0].name), k)
+            parts.append((job, masks, programs.Trials(*rewound_trials(lt, snapshots[g], masks, level))))
+            continue
+        chain = None
+        if lt.procedure.mode == "han":
+            chain = init if previous is None else _tree(store.load_level(job.path, previous.name), "chain")
+        parts.append((job, masks, programs.Trials(*build_trials(lt, init, masks, level, chain))))
+    sizes = [int(p[2].keys.shape[0]) for p in parts]
+    stops = np.concatenate([stoppable(job.lottery, plans[job.g], i) for job, i in zip(jobs, index, strict=True)])
+    trials = programs.Trials(*(None if parts[0][2][f] is None else _concat([p[2][f] for p in parts])
+                               for f in range(4)),
+                             stops if stops.any() else None)
+    program = programs.Program(first.trainer, first.network, trials, budget, placement, sizes)
+    how: dict[str, Any] = {"start_step": k} if rewound else {}
+    if stops.any():
+        how["stop"] = first.judge.stop(first.procedure.stop_every)
+    steps = sorted({s for job in jobs for s in job.lottery.procedure.snapshots()}) if index[0] == 0 else []
+    if steps:
+        how["snapshot_steps"] = tuple(steps)
+    progress.level_start(min(index), depth, len({job.path for job in jobs}), program.rows,
+                         (first.trainer.iterations - (k if rewound else 0)) * len(program.pieces))
+    group = None
+    if len(parts) > 1:  # what trained with each level (cost.py adds a program's levels up)
+        members = [f"{job.path.name}/{job.level.name}" for job in jobs]
+        group = {"program": hashlib.sha256("|".join(members).encode()).hexdigest()[:16],
+                 "runs": len({job.path for job in jobs}), "levels": len(parts), "trials": program.rows,
+                 "unique_trials": int(program.unique.size), "chunks": len(program.pieces),
+                 "trained_trials": program.trained_trials, "members": members}
+    seconds = 0.0
+    for block in program.run(data, progress, **how):
+        job, masks, _ = parts[block.index]
+        lt, level, i = job.lottery, job.level, index[block.index]
+        seconds += block.seconds
+        judged = {key: v for key, v in block.outputs.items() if not key.startswith(SNAPSHOTS + store.SEP)}
+        metrics = level_metrics(lt, level, masks, judged, block.seconds,
+                                diverged_sources(lt, job.path, plans[job.g], i))
+        if rewound:
+            metrics["rewind_step"] = k
         if steps:
-            how["snapshot_steps"] = tuple(steps)
-        progress.level_start(i, depth, len(jobs), len(digests), (first.trainer.iterations - start) * len(pieces))
-        t0 = time.perf_counter()
-        trained_u, outputs_u = _train_unique(first.trainer, first.network, (params, tmasks, keys, states), unique,
-                                             pieces, data, progress, placement, **how)
-        seconds = time.perf_counter() - t0
-        n_rows = [jax.tree.leaves(p[2])[0].shape[0] for p in parts]
-        group = None
-        if len(lotteries) > 1:
-            group = {"runs": len(jobs), "trials": len(digests), "unique_trials": int(unique.size),
-                     "chunks": len(pieces), "trained_trials": int(sum(p.size for p in pieces)),
-                     "seconds": seconds, "members": [job.path.name for job in jobs]}
-        stored, row0 = [], 0
-        for (job, masks, *_), n in zip(parts, n_rows, strict=True):
-            lt, level = job.lottery, job.level
-            rows = inverse[row0:row0 + n]
-            row0 += n
-            trained_g = jax.tree.map(lambda x, rows=rows: x[rows], trained_u)
-            outputs_g = {key: v[rows] for key, v in outputs_u.items()}
-            judged = {key: v for key, v in outputs_g.items() if not key.startswith(SNAPSHOTS + store.SEP)}
-            metrics = level_metrics(lt, level, masks, judged, seconds * n / len(digests),
-                                    diverged_sources(lt, job.path, plans[job.g], i))
-            if rewound:
-                metrics["rewind_step"] = k
-            if steps:
-                metrics["snapshot_steps"] = steps
-            if group is not None:
-                metrics["group"] = group
-            arrays = level_arrays(lt, masks, trained_g, outputs_g)
-            devices_lib.written(f"{job.path}/{level.name}",
-                                lambda job=job, level=level, arrays=arrays, metrics=metrics: store.save_level(
-                                    job.path, level.name, arrays, metrics))
-            stored.append((job.path.name, level, metrics))
-            if after_level:
-                after_level(level, metrics)
-            if job.path != paths[job.g]:  # the base's original, stored: now the rewound run's level 0
-                devices_lib.written(f"{paths[job.g]}/copy", lambda job=job, level=level: copy_original(
-                    job.path, paths[job.g], level.name, k))
-        progress.level_end(i, stored)
+            metrics["snapshot_steps"] = steps
+        if group is not None:
+            metrics["group"] = group
+        arrays = level_arrays(lt, masks, block.trained, block.outputs)
+        devices_lib.written(f"{job.path}/{level.name}",
+                            lambda job=job, level=level, arrays=arrays, metrics=metrics: store.save_level(
+                                job.path, level.name, arrays, metrics))
+        news.setdefault(i, []).append((job.path.name, level, metrics))
+        if after_level:
+            after_level(level, metrics)
+        if job.path != paths[job.g]:  # the base's original, stored: now the rewound run's level 0
+            devices_lib.written(f"{paths[job.g]}/copy", lambda job=job, level=level: copy_original(
+                job.path, paths[job.g], level.name, k))
+        yield job.g, i
+    progress.trained(int(program.unique.size), seconds)
 
 
 def copy_original(base: Path, path: Path, name: str, step: int) -> None:
@@ -1127,10 +1126,9 @@ def _add_snapshots(lottery: Lottery, path: Path, level: Level, data: Any, progre
     alone = lottery.replace(procedure=dataclasses.replace(lottery.procedure, reinit=0, shuffle=0, random=0))
     masks = ticket_masks(alone, path, init, level, None)
     params, tmasks, keys = build_trials(alone, init, masks, level)
-    n = keys.shape[0]
-    pieces = _pieces(n, budget, lottery.trainer, lottery.network, placement)
-    _, outputs = _train_unique(lottery.trainer, lottery.network, (params, tmasks, keys, None), np.arange(n), pieces,
-                               data, progress, placement, snapshot_steps=tuple(missing), stop_step=missing[-1])
+    (block,) = programs.Program(lottery.trainer, lottery.network, programs.Trials(params, tmasks, keys), budget,
+                                placement).run(data, progress, snapshot_steps=tuple(missing), stop_step=missing[-1])
+    outputs = block.outputs
     new = {key: v for key, v in outputs.items() if key.startswith(SNAPSHOTS + store.SEP)}
     devices_lib.written(f"{path}/{level.name}/snapshots", lambda: store.save_level(
         path, level.name, {**record.arrays, **new}, {**record.metrics, "snapshot_steps": sorted(have | set(missing))}))

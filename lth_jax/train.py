@@ -121,6 +121,9 @@ class Curve(NamedTuple):
     diverged_at: jax.Array   # int32: first step whose loss was NaN/inf, or -1
 
 
+NEVER = 2**31 - 1  # a stop step no training reaches (the largest int32)
+
+
 class TrainState(NamedTuple):
     """Where a mini-batch run stands between segments (per trial)."""
 
@@ -128,12 +131,13 @@ class TrainState(NamedTuple):
     opt_state: PyTree
     diverged_at: jax.Array   # int32: first step whose loss was NaN/inf, or -1
     step: jax.Array          # int32: steps taken so far (batches are keyed on it)
+    stop_at: jax.Array = NEVER  # int32: from this step on the trial is frozen (stopped at convergence)
 
 
 def start(optimizer: optax.GradientTransformation, params: PyTree, masks: PyTree) -> TrainState:
-    """The state before the first step: masked params, fresh optimiser state, step 0."""
+    """The state before the first step: masked params, fresh optimiser state, step 0, never stopped."""
     params = masks_lib.apply(params, masks)
-    return TrainState(params, optimizer.init(params), jnp.int32(-1), jnp.int32(0))
+    return TrainState(params, optimizer.init(params), jnp.int32(-1), jnp.int32(0), jnp.int32(NEVER))
 
 
 def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],
@@ -145,6 +149,8 @@ def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Arra
     Running a long training as several segments gives exactly the same result as
     one call (batches depend on ``key`` and the global step only), so a driver can
     report progress between segments while each segment stays one compiled program.
+    From step ``state.stop_at`` on a trial is frozen: its weights and optimiser state no
+    longer change (a driver stops trials that have converged this way, between segments).
     """
     if num_steps % eval_every:
         raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={eval_every}")
@@ -159,9 +165,10 @@ def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Arra
             p, s, diverged_at = carry
             idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
             new_p, new_s, loss = step(p, s, masks, (x_all[idx], y_all[idx]))
+            live = t < state.stop_at
             bad = ~jnp.isfinite(loss)
-            diverged_at = jnp.where((diverged_at < 0) & bad, t, diverged_at)
-            ok = diverged_at < 0
+            diverged_at = jnp.where((diverged_at < 0) & bad & live, t, diverged_at)
+            ok = (diverged_at < 0) & live
             keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
             return (keep(new_p, p), keep(new_s, s), diverged_at), loss
 
@@ -175,7 +182,8 @@ def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Arra
         init = (state.params, state.opt_state, state.diverged_at)
         (params, opt_state, diverged_at), (acc, loss) = jax.lax.scan(
             one_eval, init, jnp.arange(num_steps // eval_every))
-        return TrainState(params, opt_state, diverged_at, state.step + num_steps), Curve(acc, loss, diverged_at)
+        return (TrainState(params, opt_state, diverged_at, state.step + num_steps, state.stop_at),
+                Curve(acc, loss, diverged_at))
 
     return segment
 

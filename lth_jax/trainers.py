@@ -102,14 +102,14 @@ class Minibatch:
         """One trial's fresh optimiser state (traceable; its structure is what snapshots store)."""
         return train.make_optimizer(self.optimizer, self.lr).init(params)
 
-    def segments(self, start: int = 0, stop: int | None = None, snapshot_steps: Sequence[int] = ()
-                 ) -> list[tuple[int, int]]:
-        """The ``(begin, end)`` steps of each compiled call: the ``steps_per_call`` grid, also cut
-        at ``start``, ``stop`` and every snapshot step between them. From 0 without snapshots it
-        is the grid itself (each call's result does not depend on the cuts:
-        :func:`lth_jax.train.minibatch_segment`)."""
+    def segments(self, start: int = 0, stop: int | None = None, snapshot_steps: Sequence[int] = (),
+                 every: int | None = None) -> list[tuple[int, int]]:
+        """The ``(begin, end)`` steps of each compiled call: the ``steps_per_call`` grid (or
+        ``every`` steps), also cut at ``start``, ``stop`` and every snapshot step between them.
+        From 0 without snapshots it is the grid itself (each call's result does not depend on
+        the cuts: :func:`lth_jax.train.minibatch_segment`)."""
         stop = self.iterations if stop is None else stop
-        c = self.steps_per_call()
+        c = every or self.steps_per_call()
         grid = range(c * (start // c + 1), stop, c)
         cuts = sorted({start, stop, *grid, *(k for k in snapshot_steps if start < k < stop)})
         return list(zip(cuts[:-1], cuts[1:], strict=True))
@@ -117,8 +117,8 @@ class Minibatch:
     def __call__(self, network: Any, params: PyTree, masks: PyTree, keys: jax.Array, data: tuple,
                  on_steps: Callable[[int], None] | None = None, *, start_step: int = 0,
                  opt_state: PyTree | None = None, snapshot_steps: Sequence[int] = (),
-                 stop_step: int | None = None,
-                 placement: devices.Placement | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
+                 stop_step: int | None = None, placement: devices.Placement | None = None,
+                 stop: Any = None, stoppable: np.ndarray | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
         """Returns the trained params and ``curves/accuracy``, ``curves/loss`` (T, evals) and
         ``curves/diverged_at`` (T,).
 
@@ -133,6 +133,13 @@ class Minibatch:
         ``snapshot_steps`` adds ``snapshots/<step>/params/<layer>/<name>`` and
         ``snapshots/<step>/opt/<i>`` (the i-th leaf of the optimiser state) after each of those
         steps; ``stop_step`` ends training there (to take snapshots only; the curves end there).
+
+        Stopping at convergence: ``stop`` (:class:`lth_jax.judges.Stop`) is checked on each
+        trial's curve every ``stop.every`` steps; a ``stoppable`` trial (default: every one)
+        found settled at a check stops there (its weights are those of that step), so where a
+        trial stops depends on its own curve alone, not on the other trials of the program; the
+        program ends when every trial has stopped or at ``iterations``. Stopped curves are NaN
+        after the stop; ``curves/stop_step`` (T,) holds it (``iterations`` if it ran to the end).
         """
         train_data, test_data = data
         if placement is not None:
@@ -142,12 +149,19 @@ class Minibatch:
                 raise ValueError("start_step needs the optimiser states to start from (opt_state)")
             self.check_snapshot_steps([start_step])
             n = keys.shape[0]
-            counters = (np.full((n,), -1, np.int32), np.full((n,), start_step, np.int32))
+            counters = (np.full((n,), -1, np.int32), np.full((n,), start_step, np.int32),
+                        np.full((n,), train.NEVER, np.int32))
             if placement is not None:
                 counters = placement.shard(counters)
             state = train.TrainState(params, opt_state, *(jnp.asarray(c) for c in counters))
         else:
             state = self._programs(network, self.steps_per_call())[0](params, masks)
+        if stop is not None:
+            if snapshot_steps:
+                raise ValueError("a training that stops at convergence takes no snapshots")
+            return self._until_settled(network, state, masks, keys, data, on_steps, start_step, stop,
+                                       np.ones(keys.shape[0], bool) if stoppable is None else np.asarray(stoppable),
+                                       placement)
         wanted = {int(k) for k in snapshot_steps if k > start_step}
         curves, snaps, pending = [], {}, None
         for begin, end in self.segments(start_step, stop_step, sorted(wanted)):
@@ -162,6 +176,80 @@ class Minibatch:
         curves.append(devices.host(pending[0]))
         if on_steps:
             on_steps(pending[1])
+        outputs = self._outputs(curves, start_step)
+        for step, (p, s) in sorted(snaps.items()):
+            outputs.update(_flat(devices.host(p), f"snapshots/{step}/params"))
+            outputs.update({f"snapshots/{step}/opt/{i}": np.asarray(leaf)
+                            for i, leaf in enumerate(jax.tree.leaves(devices.host(s)))})
+        return state.params, outputs
+
+    def _until_settled(self, network: Any, state: train.TrainState, masks: PyTree, keys: jax.Array, data: tuple,
+                       on_steps: Callable[[int], None] | None, start_step: int, stop: Any, stoppable: np.ndarray,
+                       placement: devices.Placement | None) -> tuple[PyTree, dict[str, np.ndarray]]:
+        """Train in segments of ``stop.every`` steps; after each, every ``stoppable`` trial that
+        ``stop`` finds settled on its curve so far stops there (frozen in the program, its weights
+        kept as they are at that step). Once at most half of a program's trials still train,
+        those are moved into a narrower program, so the cost follows the trials still training
+        (rows never interact, so no trial's numbers depend on which others share its program)."""
+        n, ev = keys.shape[0], self.eval_every
+        evals = self.iterations // ev
+        acc = np.full((n, evals), np.nan, np.float32)
+        loss = np.full((n, evals), np.nan, np.float32)
+        diverged = np.full(n, -1, np.int32)
+        stopped = np.full(n, self.iterations, np.int32)
+        done = np.zeros(n, bool)
+        final = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), jax.eval_shape(lambda p: p, state.params))
+        rows = np.arange(n)  # the trials in the program, in its row order (a padded program repeats rows[0])
+        width = n
+
+        def outputs(sel: np.ndarray) -> dict[str, np.ndarray]:
+            out = {"curves/accuracy": acc[sel], "curves/loss": loss[sel], "curves/diverged_at": diverged[sel]}
+            if start_step:
+                out["curves/start_step"] = np.full(sel.size, start_step, np.int32)
+            return out
+
+        def keep(tree: PyTree, take: np.ndarray) -> None:  # rows of the program -> the host copy
+            jax.tree.map(lambda dst, src: dst.__setitem__(rows[take], np.asarray(src)[take]), final,
+                         devices.host(tree))
+
+        for begin, end in self.segments(start_step, None, (), stop.every):
+            state, curve = self._programs(network, end - begin)[1](state, masks, keys, *data)
+            c = devices.host(curve)
+            live = slice(0, rows.size)  # the padding of a narrowed program is dropped
+            acc[rows, begin // ev:end // ev] = np.asarray(c.accuracy)[live]
+            loss[rows, begin // ev:end // ev] = np.asarray(c.loss)[live]
+            diverged[rows] = np.asarray(c.diverged_at)[live]
+            if on_steps:
+                on_steps(end - begin)
+            if end == self.iterations:
+                break
+            settled = stoppable[rows] & ~done[rows] & stop.settled(outputs(rows))
+            if settled.any():
+                done[rows[settled]] = True
+                stopped[rows[settled]] = end
+                keep(state.params, np.flatnonzero(settled))
+                at = np.where(done[rows], end, train.NEVER).astype(np.int32)
+                if at.size < width:
+                    at = np.concatenate([at, np.full(width - at.size, end, np.int32)])
+                state = state._replace(stop_at=placement.shard(at) if placement is not None else jnp.asarray(at))
+            if done.all():
+                break
+            still = np.flatnonzero(~done[rows])
+            if still.size <= width // 2:  # narrow the program to the trials still training
+                take = np.concatenate([still, np.full(_padded(still.size, placement) - still.size, still[0])])
+                state, masks, keys = _narrow(state, masks, keys, take, placement)
+                rows, width = rows[still], take.size
+        left = np.flatnonzero(~done[rows])
+        if left.size:
+            keep(state.params, left)
+        return final, {"curves/accuracy": np.where(np.arange(evals)[None] < (stopped // ev)[:, None], acc, np.nan),
+                       "curves/loss": np.where(np.arange(evals)[None] < (stopped // ev)[:, None], loss, np.nan),
+                       "curves/diverged_at": diverged, "curves/stop_step": stopped,
+                       **({"curves/start_step": np.full(n, start_step, np.int32)} if start_step else {})}
+
+    def _outputs(self, curves: list[Any], start_step: int) -> dict[str, np.ndarray]:
+        """The curves so far as stored: accuracy and loss per evaluation (NaN before a late
+        rewinding's start), the divergence step."""
         acc = np.concatenate([c.accuracy for c in curves], axis=1).astype(np.float32)
         loss = np.concatenate([c.loss for c in curves], axis=1).astype(np.float32)
         outputs = {"curves/diverged_at": np.asarray(curves[-1].diverged_at, np.int32)}
@@ -169,15 +257,25 @@ class Minibatch:
             before = np.full((acc.shape[0], start_step // self.eval_every), np.nan, np.float32)
             acc, loss = np.concatenate([before, acc], axis=1), np.concatenate([before, loss], axis=1)
             outputs["curves/start_step"] = np.full(acc.shape[0], start_step, np.int32)
-        outputs = {"curves/accuracy": acc, "curves/loss": loss, **outputs}
-        for step, (p, s) in sorted(snaps.items()):
-            outputs.update(_flat(devices.host(p), f"snapshots/{step}/params"))
-            outputs.update({f"snapshots/{step}/opt/{i}": np.asarray(leaf)
-                            for i, leaf in enumerate(jax.tree.leaves(devices.host(s)))})
-        return state.params, outputs
+        return {"curves/accuracy": acc, "curves/loss": loss, **outputs}
 
     def _programs(self, network: Any, steps: int) -> tuple[Callable, Callable]:
         return _minibatch_programs(network.module, self.optimizer, self.lr, self.batch_size, self.eval_every, steps)
+
+
+def _padded(n: int, placement: devices.Placement | None) -> int:
+    return n if placement is None else placement.padded(n)
+
+
+def _narrow(state: train.TrainState, masks: PyTree, keys: jax.Array, take: np.ndarray,
+            placement: devices.Placement | None) -> tuple[train.TrainState, PyTree, jax.Array]:
+    """Rows ``take`` of a program's state, masks and keys, placed as a program's inputs are."""
+    state_h, masks_h, kd = devices.host((state, masks, jax.random.key_data(keys)))
+    state_n, masks_n, kd_n = jax.tree.map(lambda x: np.asarray(x)[take], (state_h, masks_h, kd))
+    keys_n = jax.random.wrap_key_data(jnp.asarray(kd_n), impl=jax.random.key_impl(keys))
+    if placement is not None:
+        return placement.shard((state_n, masks_n, keys_n))
+    return jax.tree.map(jnp.asarray, state_n), jax.tree.map(jnp.asarray, masks_n), keys_n
 
 
 def _flat(tree: Any, prefix: str) -> dict[str, np.ndarray]:

@@ -12,8 +12,10 @@
 Every line of both figures is one :class:`lth_jax.runner.Lottery` (:func:`lotteries`): the
 network is ``models.MLP`` (2-H-1, sigmoid output) and every width is a ten-unit network with
 units removed (``pruning.first_units``), so all of them share one compiled program and
-:func:`lth_jax.runner.run_groups` trains each level of every line together (the ten-unit
-originals, shared by Figure 1 and every row of Figure 2, are trained once: a paired design).
+:func:`lth_jax.runner.run_groups` trains together every level of every line whose source is
+trained (the ten-unit originals, shared by Figure 1 and every row of Figure 2, are trained
+once: a paired design; then both one-shot tickets with the first iterative round; then
+round by round).
 
 Keys (:class:`XorKeys`): the networks of a named stream are
 ``split(fold_in(key(seed), crc32(name)), trials)``; originals use the stream ``"original"``,
@@ -228,13 +230,15 @@ def lotteries(s: Settings) -> dict[str, runner.Lottery]:
     return out
 
 
-def level_sizes(s: Settings) -> list[int]:
-    """Trainings (in units of ``trials``) at each level of the runner, all lines together, the
-    ten-unit originals counted once: level 0 is Figure 1, level k the k-th prunings."""
+def program_sizes(s: Settings, merged: bool = True) -> list[int]:
+    """Trainings (in units of ``trials``) in each program of the runner, all lines together, the
+    ten-unit originals counted once: program 0 is Figure 1, then round by round, the one-shot
+    tickets (both pruned from the originals) with the first iterative round when levels merge
+    (``merge_levels``, an accelerator's default), else the k-th of them with round k."""
     re = 1 if s.reinit else 0
     sizes = [len(set(s.widths) | {s.hidden})]
     for k, width in enumerate(s.rounds(), start=1):
-        oneshot = (1 + re) if k <= len(s.ticket_units) else 0
+        oneshot = (1 + re) * ((len(s.ticket_units) if k == 1 else 0) if merged else int(k <= len(s.ticket_units)))
         sizes.append(oneshot + len(s.heuristics) * (1 + (re if width in s.ticket_units else 0)))
     return sizes
 
@@ -243,12 +247,12 @@ def trainings(s: Settings) -> int:
     """Trainings the sweep asks for (27,000 for the paper's 1000 trials). A run trains at most
     this many: the runner trains identical trials once, e.g. two heuristics that keep the same
     two units of the same original (``trainings_run_now`` in the sweep's JSON)."""
-    return s.trials * sum(level_sizes(s))
+    return s.trials * sum(program_sizes(s))
 
 
 def fitted_chunk(s: Settings) -> Settings:
-    """``s`` with a chunk no larger than the largest level (a larger one would only train padding)."""
-    return dataclasses.replace(s, chunk=min(s.chunk, s.trials * max(level_sizes(s))))
+    """``s`` with a chunk no larger than the largest program (a larger one would only train padding)."""
+    return dataclasses.replace(s, chunk=min(s.chunk, s.trials * max(program_sizes(s))))
 
 
 def run(s: Settings, root: str | Path, progress: runner.Progress | None = None,

@@ -2,9 +2,10 @@
 through jax.distributed (2 CPU devices each, set by the test's XLA_FLAGS), runs a tiny
 iterative MNIST lottery on synthetic data split across all 4 devices, and prints "done".
 
-    python tests/distributed_worker.py ROOT PORT PROCESS_ID [KILL_AFTER_LEVEL]
+    python tests/distributed_worker.py ROOT PORT PROCESS_ID [KILL_AFTER_LEVEL | fail_write]
 
 With KILL_AFTER_LEVEL, process 1 dies (os._exit) right after that level is stored: a kill mid-run.
+With ``fail_write``, process 0 cannot write round 1 (as on a full disk).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import jax  # noqa: E402
 from conftest import synthetic_mnist  # noqa: E402
 
-from lth_jax import mnist, runner  # noqa: E402
+from lth_jax import mnist, runner, store  # noqa: E402
 
 TINY = dict(mode="iterative", hidden=(16, 8), iterations=200, eval_every=50, lr=0.2, seeds=(0, 1), reinit=1,
             shuffle=1, random=0, min_remaining=60.0, average_over=50, stable_for=50)
@@ -26,7 +27,17 @@ TINY = dict(mode="iterative", hidden=(16, 8), iterations=200, eval_every=50, lr=
 
 def main() -> None:
     root, port, pid = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    kill_after = int(sys.argv[4]) if len(sys.argv) > 4 else None
+    extra = sys.argv[4] if len(sys.argv) > 4 else None
+    kill_after = int(extra) if extra and extra.isdigit() else None
+    if extra == "fail_write":
+        save = store.save_level
+
+        def full_disk(path, name, *args, **kw):
+            if name == "r01":
+                raise OSError(28, "No space left on device")
+            return save(path, name, *args, **kw)
+
+        store.save_level = full_disk
     jax.distributed.initialize(coordinator_address=f"localhost:{port}", num_processes=2, process_id=pid,
                                initialization_timeout=60)
     assert jax.device_count() == 4 and jax.local_device_count() == 2

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_mnist
 
-from lth_jax import devices, mnist, runner, store
+from lth_jax import devices, mnist, programs, runner, store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +71,7 @@ def test_a_placement_pads_to_whole_shards_and_refuses_what_the_machine_lacks():
 
 def test_chunks_are_whole_multiples_of_the_devices():
     for n, per, mult in ((8, 100, 3), (10, 4, 4), (5, 1, 2), (7, 7, 1)):
-        pieces = runner.chunks(n, per, mult)
+        pieces = programs.chunks(n, per, mult)
         assert all(p.size % mult == 0 for p in pieces) and len({p.size for p in pieces}) == 1
         assert sorted(set(np.concatenate(pieces).tolist())) == list(range(n))
 

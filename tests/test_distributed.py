@@ -98,3 +98,12 @@ def test_a_run_killed_in_one_process_resumes_when_both_restart(tmp_path, alone):
     for name in ref:
         for key in ref[name]:
             np.testing.assert_array_equal(ours[name][key], ref[name][key], err_msg=f"{name}/{key}")
+
+
+def test_when_process_0_cannot_write_every_process_stops_instead_of_waiting(tmp_path):
+    results = _both(tmp_path, "fail_write", timeout=300)  # a hang would end in the timeout
+    (rc0, _, err0), (rc1, _, err1) = results
+    assert rc0 != 0 and "No space left on device" in err0
+    assert rc1 != 0 and "process 0 could not write" in err1
+    path = runner.run_dir(mnist.Settings(**TINY).lottery(), tmp_path)
+    assert store.levels(path) == ["init", "r00"]  # what was written before the failure stays

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from lth_jax import data as data_lib
-from lth_jax import instability, instability_runs, mnist, runner, store
+from lth_jax import instability, instability_runs, mnist, programs, runner, store
 from lth_jax import masks as masks_lib
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def _trained_copies(lottery, run_path, level, synthetic_data, keys_of):
     job = (jax.tree.map(lambda x: x[rows], params), jax.tree.map(lambda x: x[rows], masks), keys_of(keys[rows]),
            None if states is None else jax.tree.map(lambda x: x[rows], states))
     k = lottery.procedure.rewind_step
-    trained, _ = runner.train_trials(lottery.trainer, lottery.network, job, synthetic_data, runner.Progress(), 2048,
+    trained, _ = programs.train_trials(lottery.trainer, lottery.network, job, synthetic_data, runner.Progress(), 2048,
                                      **({"start_step": k} if k else {}))
     return masks_lib.apply(trained, job[1])
 

@@ -125,7 +125,7 @@ def by_hand(settings, data, k):
     trace, rest = at_k.opt_state  # momentum: (TraceState, EmptyState)
     reset = train.TrainState(masks_lib.apply(at_k.params, ticket_masks),
                              (optax.TraceState(trace=masks_lib.apply(trace.trace, ticket_masks)), rest),
-                             at_k.diverged_at, at_k.step)
+                             at_k.diverged_at, at_k.step, at_k.stop_at)
     ticket, ticket_curve = segment(settings.iterations - k)(reset, ticket_masks, key, *data)
     return at_k, original, ticket_masks, ticket, ticket_curve
 

@@ -18,7 +18,7 @@ from conftest import synthetic_mnist
 
 from experiments import studies
 from experiments.configs import studies as configs
-from lth_jax import mnist, results, runner, store
+from lth_jax import mnist, programs, results, runner, store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=0, shuffle=0,
@@ -99,7 +99,7 @@ def test_a_study_group_lands_in_the_same_directory_as_the_same_settings_run_by_t
 def test_chunks_cover_every_trial_with_equal_programs_of_bounded_size():
     for n in (1, 5, 7, 35, 36):
         for per in (1, 3, 8, 100):
-            parts = runner.chunks(n, per)
+            parts = programs.chunks(n, per)
             assert len({p.size for p in parts}) == 1 and parts[0].size <= max(per, 1)
             assert sorted(set(np.concatenate(parts).tolist())) == list(range(n))
 

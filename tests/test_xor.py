@@ -165,14 +165,19 @@ def test_the_plan_prunes_ten_units_two_at_a_time_down_to_the_smallest_ticket():
             # a reinit control for every 4- and 2-unit ticket, none for random nets or wider levels
             with_control = not name.startswith("random/") and lv.value in s.ticket_units
             assert roles == ["ticket"] * 1000 + ["reinit"] * (1000 if with_control else 0), (name, lv.name)
-    # The runner trains level i of every line together; the ten-unit originals (the first level
-    # of each Figure 2 line, the same networks as random/10) once: 27 trainings per trial.
-    per_level = [0] * 5
-    for lt in lines.values():
-        for i, lv in enumerate(runner.plan(lt)):
-            per_level[i] += len(runner.layout(lt.procedure, lv))
-    per_level[0] -= 4 * 1000
-    assert [n // 1000 for n in per_level] == xor.level_sizes(s) == [5, 5, 5, 6, 6]
+    # Every level whose source is trained can train in the next program: the ten-unit originals
+    # (the first level of each Figure 2 line, the same networks as random/10) once, then both
+    # one-shot tickets with the first iterative round (levels merged), or one program per level
+    # of the plan; 27 trainings per trial either way.
+    runs = list(lines.values())
+    plans = [runner.plan(lt) for lt in runs]
+    for merged, sizes in ((True, [5, 7, 3, 6, 6]), (False, [5, 5, 5, 6, 6])):
+        stored, per_level = set(), []
+        while todo := runner.next_program(runs, plans, stored, merged):
+            per_level.append(sum(len(runner.layout(runs[g].procedure, plans[g][i])) for g, i in todo))
+            stored |= set(todo)
+        per_level[0] -= 4 * 1000
+        assert [n // 1000 for n in per_level] == xor.program_sizes(s, merged) == sizes
     assert xor.trainings(s) == sum(per_level) == 27_000
 
 
