@@ -51,7 +51,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import data, mnist, models, store, trainers
+from lth_jax import data, mnist, models, store, train, trainers
 from lth_jax import masks as masks_lib
 
 FLAGS = flags.FLAGS
@@ -64,6 +64,8 @@ flags.DEFINE_integer("repeats", 3, "timed runs of each program (the best counts)
 flags.DEFINE_float("learning_rate", 0.05, "SGD learning rate (the paper: 0.05)")
 flags.DEFINE_bool("ynn", False, "leave XLA's YNNPACK dot fusions on (XLA's default); see the module docstring")
 flags.DEFINE_string("out", "benchmarks/mnist_throughput.json", "where to write the JSON results")
+flags.DEFINE_list("paired", ["5", "7"], "groups,members of the paired-batch measurement (the paper's level: 5 tickets "
+                  "x (1 + 3 + 3 controls)); empty: skip it")
 
 BATCH = 100
 HIDDEN = (300, 100)
@@ -140,6 +142,76 @@ def compile_seconds(fn: Callable, *args) -> float:
     finally:
         jax.monitoring.unregister_event_duration_listener(listen)
     return sum(spent)
+
+
+def paired_steps(model, groups: int, members: int, steps: int, lr: float) -> tuple[Callable, Callable]:
+    """Two programs of ``steps`` masked SGD steps (no evaluation) of ``groups x members`` LeNets in
+    which every group's members see the same batches (a ticket and its controls under a shared
+    batch order): ``flat`` vmaps over all trials, each gathering its own copy of its batch (what
+    the trainer does today); ``grouped`` draws each group's batch once and vmaps its members over
+    it, so a layer's forward pass is one wide matmul of the batch against the group's kernels.
+    The same numbers go in and, up to float summation order, come out."""
+    opt = train.make_optimizer("sgd", lr)
+    step = train.masked_step(train.softmax_ce(model.apply), opt)
+
+    def one(p, s, m, x, y):
+        p, s, _ = step(p, s, m, (x, y))
+        return p, s
+
+    def flat(params, masks, keys, x_all, y_all):  # (G * M, ...) trials; keys repeat per group
+        def body(carry, t):
+            p, s = carry
+            idx = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, t), (BATCH,), 0, x_all.shape[0]))(keys)
+            return jax.vmap(one)(p, s, masks, x_all[idx], y_all[idx]), None
+        state = (params, jax.vmap(opt.init)(params))
+        return jax.lax.scan(body, state, jnp.arange(steps))[0][0]
+
+    def grouped(params, masks, keys, x_all, y_all):  # (G, M, ...) trials; keys (G,)
+        def body(carry, t):
+            p, s = carry
+            idx = jax.vmap(lambda k: jax.random.randint(jax.random.fold_in(k, t), (BATCH,), 0, x_all.shape[0]))(keys)
+            members = jax.vmap(one, in_axes=(0, 0, 0, None, None))
+            return jax.vmap(members)(p, s, masks, x_all[idx], y_all[idx]), None
+        state = (params, jax.vmap(jax.vmap(opt.init))(params))
+        return jax.lax.scan(body, state, jnp.arange(steps))[0][0]
+
+    return jax.jit(flat), jax.jit(grouped)
+
+
+def paired_measurement(model, train_data, groups: int, members: int) -> dict:
+    """Seconds per step of the two programs of :func:`paired_steps` (best of ``--repeats``)."""
+    n = groups * members
+    keys = jax.random.split(jax.random.key(0), n)
+    params = jax.vmap(lambda k: models.init_params(model, k, 784))(keys)
+    mask_keys = jax.random.split(jax.random.key(1), n)
+    ms = {name: {"kernel": jax.vmap(lambda k, w: jax.random.bernoulli(k, 0.5, w.shape))(mask_keys, layer["kernel"]),
+                 "bias": jnp.ones(layer["bias"].shape, bool)} for name, layer in params.items()}
+    group_keys = jax.random.split(jax.random.key(2), groups)
+    flat, grouped = paired_steps(model, groups, members, FLAGS.steps, FLAGS.learning_rate)
+    by_group = lambda t: jax.tree.map(lambda a: a.reshape(groups, members, *a.shape[1:]), t)  # noqa: E731
+    args = {"flat": (flat, params, ms, jnp.repeat(group_keys, members)),
+            "grouped": (grouped, by_group(params), by_group(ms), group_keys)}
+    out = {}
+    for fn, p, m, k in args.values():
+        timed(fn, p, m, k, *train_data)  # compile
+    runs: dict[str, list] = {"flat": [], "grouped": []}
+    for _ in range(FLAGS.repeats):  # interleaved, under the same load
+        for name, (fn, p, m, k) in args.items():
+            runs[name].append(timed(fn, p, m, k, *train_data))
+    a = jax.device_get(flat(params, ms, jnp.repeat(group_keys, members), *train_data))
+    b = jax.device_get(grouped(by_group(params), by_group(ms), group_keys, *train_data))
+    diff = max(float(jnp.max(jnp.abs(x.reshape(y.shape) - y))) for x, y in zip(jax.tree.leaves(b), jax.tree.leaves(a),
+                                                                               strict=True))
+    for name, r in runs.items():
+        out[name] = {"best_run_s": round(min(w for w, _ in r), 4), "best_run_cpu_s": round(min(c for _, c in r), 4),
+                     "seed_steps_per_s": round(n * FLAGS.steps / min(w for w, _ in r), 1)}
+    out.update(groups=groups, members=members, steps=FLAGS.steps, max_weight_difference=diff,
+               speedup_wall=round(out["flat"]["best_run_s"] / out["grouped"]["best_run_s"], 3),
+               speedup_cpu=round(out["flat"]["best_run_cpu_s"] / out["grouped"]["best_run_cpu_s"], 3))
+    print(f"paired batches, {groups} x {members} networks: flat {out['flat']['seed_steps_per_s']} seed-steps/s, "
+          f"grouped {out['grouped']['seed_steps_per_s']}: {out['speedup_wall']}x wall, {out['speedup_cpu']}x CPU time "
+          f"(weights differ by at most {diff:.2g})", flush=True)
+    return out
 
 
 def best_rates(runs: list[tuple[float, float]], flops: float) -> dict[str, float]:
@@ -246,6 +318,8 @@ def run() -> dict:
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "rows": rows,
     }
+    if FLAGS.paired:
+        result["paired_batches"] = paired_measurement(model, train_data, *(int(v) for v in FLAGS.paired))
     print(f"matmul ({SQUARE}^3 float32): {result['matmul_gflops']} GFLOP/s wall-clock, "
           f"{result['matmul_gflops_per_cpu_s']} per CPU s; the training's shapes, one network: "
           f"{result['training_shape_matmul_gflops_per_cpu_s']} per CPU s; load average "

@@ -156,8 +156,10 @@ def _legends(axes) -> None:
 
 def _subtitle(run: Run) -> str:
     s = run.settings
+    stop = (", measured trainings stopped at convergence (mean curves end at the first stop; final accuracy: at "
+            "the stop)") if s.get("stop_at_convergence") else ""
     return (f"{run.mode}: {len(s['seeds'])} seeds, {s['iterations']:,} iterations, lr {s['lr']}, std {s['std']}, "
-            f"hidden {tuple(s['hidden'])} [{run.path.name}]")
+            f"hidden {tuple(s['hidden'])}{stop} [{run.path.name}]")
 
 
 # ---------------------------------------------------------------- figures
@@ -193,6 +195,14 @@ def _tickets_and_controls(ax, run: Run, metric: str, label: str) -> None:
         _role(ax, run, "random", metric, RANDOM, "random mask (control 3)")
 
 
+def _mean_curve(run: Run, level: dict, role: str, acc: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """The trials' mean accuracy at each evaluation, ending where the first of them stopped at
+    convergence (after it, a mean of the slower trials alone would not be the role's mean)."""
+    mean = np.nanmean(acc, axis=0)
+    stops = run.stop_steps(level, role)
+    return mean if stops is None else np.where(x <= stops.min(), mean, np.nan)
+
+
 def figure3(run: Run, out: Path) -> None:
     """Test accuracy while training, tickets at several one-shot levels (mean, min-max band, convergence dots)."""
     import matplotlib.pyplot as plt
@@ -207,7 +217,7 @@ def figure3(run: Run, out: Path) -> None:
         for color, m in zip(colors, group, strict=False):
             acc = run.curves(m, "ticket")
             x = (np.arange(acc.shape[1]) + 1) * every
-            mean = np.nanmean(acc, axis=0)
+            mean = _mean_curve(run, m, "ticket", acc, x)
             ax.plot(x, mean, color=color, lw=1.2, label=f"{m['percent_nominal']:g}%")
             ax.fill_between(x, np.nanmin(acc, axis=0), np.nanmax(acc, axis=0), color=color, alpha=0.15)
             lows.append(np.nanpercentile(mean[len(mean) // 5:], 5) if len(mean) > 5 else np.nanmin(mean))
@@ -254,7 +264,7 @@ def figure4(run: Run, out: Path) -> None:
         for role, ls, name in roles:
             acc = run.curves(m, role)
             x = (np.arange(acc.shape[1]) + 1) * every
-            mean = np.nanmean(acc, axis=0)
+            mean = _mean_curve(run, m, role, acc, x)
             lows.append(np.nanpercentile(mean[len(mean) // 5:], 5) if len(mean) > 5 else np.nanmin(mean))
             ax.plot(x, mean, color=color, ls=ls, label=f"{m['percent_nominal']:g}% {name} (n={acc.shape[0]})")
             ax.fill_between(x, np.nanmin(acc, axis=0), np.nanmax(acc, axis=0), color=color, alpha=0.1)

@@ -71,6 +71,11 @@ def mnist_command(run: results.Run) -> str:
         flags.append(f"--{name}={s[name]:g}" if isinstance(s[name], float) else f"--{name}={s[name]}")
     if tuple(s["hidden"]) != ref.hidden:
         flags.append("--hidden=" + ",".join(map(str, s["hidden"])))
+    for name in ("stop_at_convergence", "paired_batches"):  # hashed only when on
+        if s.get(name):
+            flags.append(f"--{name}")
+    if s.get("stop_at_convergence") and s.get("stop_every", ref.stop_every) != ref.stop_every:
+        flags.append(f"--stop_every={s['stop_every']}")
     if s["mode"] == "oneshot" and tuple(map(float, s.get("levels", ref.levels))) != ref.levels:
         flags.append("--levels=" + ",".join(f"{p:g}" for p in s["levels"]))
     return "python -m experiments.mnist " + " ".join(flags) + f" --out_dir={root}"
@@ -376,11 +381,13 @@ def write(view: results.View, out: str | Path, command: str | None = None) -> Pa
           "## Claims of the text", "",
           "*ours*: **missing** = the results it needs are not stored (see *Missing results*); **n/a** = they are "
           "stored but do not determine it (e.g. no trial converged under footnote 5 in a short CPU run). The "
-          "settings of each run are listed above; *details* names the run and the values behind ours.", ""]
-    L += _table(("§", "fig.", "claim", "paper", "ours", "n", "details", "command"),
+          "settings of each run are listed above; *settings* says whether ours came from a run at the paper's "
+          "settings or a CPU-sized one; *details* names the run and the values behind ours.", ""]
+    L += _table(("§", "fig.", "claim", "paper", "ours", "n", "settings", "details", "command"),
                 [(r["section"], r["figure"], r["claim"], _cell(r["paper"]),
                   _esc("missing" if not r["stored"] else ("n/a" if r["ours"] is None else _cell(r["ours"]))),
-                  r["n"] or "-", _esc(r["details"] or "-"), f"`{r['command']}`" if r["command"] else "-")
+                  r["n"] or "-", r["settings"] or "-", _esc(r["details"] or "-"),
+                  f"`{r['command']}`" if r["command"] else "-")
                  for r in rows]) + ["", "## Figures", ""]
     for fig in range(1, 17):
         L += [f"### Figure {fig}: {paper.FIGURE_TITLES[fig]}", ""]

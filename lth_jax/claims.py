@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lth_jax import analysis, mnist, paper
-from lth_jax.results import Run, View, xor_row
+from lth_jax.results import CPU_SIZE, PAPER_SETTINGS, Run, View, xor_row
 
 ABOUT_5_PERCENT = 5.5
 """Section 4.1's "about 5%": the first level under 5.5% of all weights (the paper's 5.50% round);
@@ -408,9 +408,29 @@ def ours(claim: paper.Claim, view: View) -> Ours | None:
     return _study(claim, view)
 
 
+def scale(o: Ours | None) -> str | None:
+    """The settings ``o`` came from: "paper settings" or "CPU size" (:meth:`results.Run.scale`;
+    XOR: the paper's 1000 trials of 10,000 steps; a study or section 5: its preset), "computed"
+    for a claim computed from the pruning rule, None when nothing is stored."""
+    if o is None:
+        return None
+    if isinstance(o.origin, Run):
+        return o.origin.scale()
+    if isinstance(o.origin, dict):
+        s = o.origin.get("settings", {})
+        if "rows" in o.origin:  # the XOR sweep
+            paper_size = s.get("trials") == paper.XOR.trials and s.get("iterations", s.get("steps")) == paper.XOR.steps
+        elif "preset" in o.origin:  # a study
+            paper_size = o.origin["preset"] == "paper"
+        else:  # section 5
+            paper_size = s.get("iterations", s.get("steps")) == paper.MNIST.iterations
+        return PAPER_SETTINGS if paper_size else CPU_SIZE
+    return "computed"
+
+
 def table(view: View, sources: Sequence[str] | None = None) -> list[tuple[paper.Claim, Ours | None, dict[str, Any]]]:
     """Every claim (of ``sources``, default all) with our answer and its row for ``claims.json``:
-    key, section, figure, claim, paper, stored, ours, n, details, source."""
+    key, section, figure, claim, paper, stored, ours, n, settings (:func:`scale`), details, source."""
     out = []
     for c in paper.CLAIMS:
         if sources is not None and c.source not in sources:
@@ -418,6 +438,7 @@ def table(view: View, sources: Sequence[str] | None = None) -> list[tuple[paper.
         o = ours(c, view)
         out.append((c, o, {"key": c.key, "section": c.section, "figure": c.figure, "claim": c.text,
                            "paper": c.value, "stored": o is not None, "ours": None if o is None else o.value,
-                           "n": None if o is None else o.n, "details": None if o is None else o.details,
+                           "n": None if o is None else o.n, "settings": scale(o),
+                           "details": None if o is None else o.details,
                            "source": c.source}))
     return out

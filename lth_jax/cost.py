@@ -73,9 +73,19 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
             if "seconds" not in m or "roles" not in m or "copied_from" in m:  # a copy is its source's time
                 continue
             group, device = m.get("group"), "cpu" if m.get("device", "cpu") == "cpu" else "gpu"
-            steps = (iterations - m.get("rewind_step", 0)) * scale  # a rewound level trains k..end
+            k = m.get("rewind_step", 0)
+            steps = (iterations - k) * scale  # a rewound level trains k..end
+            stopped = [r["stop_step"] for r in m.get("trials", []) if "stop_step" in r]
+            if stopped:  # trainings stopped at convergence: each trained to its own stop
+                work = (sum(stopped) - k * len(stopped)) * scale
+                if group and "program" in group:  # the program's work: its levels' work added up
+                    entry = programs.setdefault(group["program"], [0.0, 0, group, 0.0, device, True])
+                    entry[0], entry[1], entry[3] = entry[0] + m["seconds"], entry[1] + 1, entry[3] + work
+                else:
+                    _add(out, device, m["seconds"], work)
+                continue
             if group and "program" in group:
-                entry = programs.setdefault(group["program"], [0.0, 0, group, steps, device])
+                entry = programs.setdefault(group["program"], [0.0, 0, group, steps, device, False])
                 entry[0], entry[1] = entry[0] + m["seconds"], entry[1] + 1
                 continue
             if group:  # stored before levels merged: one group per level, its time on every member
@@ -87,9 +97,9 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
             else:
                 seconds, trials = m["seconds"], sum(r["trials"] for r in m["roles"].values())
             _add(out, device, seconds, trials * steps)
-    for seconds, found, group, steps, device in programs.values():
+    for seconds, found, group, steps, device, summed in programs.values():
         if found == len(group["members"]):  # a program cut short by a kill is not a whole program's time
-            _add(out, device, seconds, group["trained_trials"] * steps)
+            _add(out, device, seconds, steps if summed else group["trained_trials"] * steps)
     return out
 
 

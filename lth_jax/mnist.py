@@ -100,6 +100,10 @@ class Settings:
     stop_every: int = field(default=500, metadata=_help(
         "With --stop_at_convergence: steps between the checks (a multiple of --eval_every); a training "
         "stops at the first check after its stability window has passed.", min=1))
+    paired_batches: bool = field(default=False, metadata=_help(
+        "Every control trains on its ticket's batch order instead of its own (a paired design: ticket and "
+        "controls differ only in their weights). Not faster on a CPU (benchmarks/mnist_throughput.json, "
+        "paired_batches); off, the paper's controls are independent trainings."))
 
     def __post_init__(self) -> None:
         # Normalise types so equal settings hash equally (100 vs 100.0, list vs tuple).
@@ -157,7 +161,7 @@ def lottery(settings: Settings, chunk_steps: int | None = None) -> runner.Lotter
         procedure=runner.Procedure(mode=s.mode, seeds=s.seeds, reinit=s.reinit, shuffle=s.shuffle, levels=s.levels,
                                    min_remaining=s.min_remaining, random=s.random, rewind_step=s.rewind_step,
                                    snapshot_steps=s.snapshot_steps, stop_at_convergence=s.stop_at_convergence,
-                                   stop_every=s.stop_every),
+                                   stop_every=s.stop_every, paired_batches=s.paired_batches),
         prune=prune_rule(s),
         trainer=trainers.Minibatch(s.optimizer, s.lr, s.batch_size, s.iterations, s.eval_every, chunk_steps),
         judge=judges.Convergence(s.eval_every, s.average_over, s.stable_for, s.tolerance),

@@ -43,6 +43,8 @@ INIT = "init"  # the record of a run's initial weights (not a level)
 PRESET_ORDER: tuple[str, ...] = ("paper", "cpu", "smoke")
 """Presets of a study in order of preference when several are stored."""
 METRIC_STATS = ("mean", "min", "max")
+PAPER_SETTINGS, CPU_SIZE = "paper settings", "CPU size"
+"""What a result's settings are, as the report marks each claim."""
 
 
 def refuse_damaged(path: str | Path) -> None:
@@ -121,8 +123,30 @@ class Run:
         idx = [i for i, t in enumerate(level["trials"]) if t["role"] == role]
         return np.asarray(arrays["curves/accuracy"])[idx]
 
+    def stop_steps(self, level: dict[str, Any], role: str) -> np.ndarray | None:
+        """Where ``role``'s trainings at ``level`` stopped (a run that stops at convergence; None
+        for one that trains every level in full)."""
+        arrays = store.load_level(self.path, level["level"]).arrays
+        if "curves/stop_step" not in arrays:
+            return None
+        idx = [i for i, t in enumerate(level["trials"]) if t["role"] == role]
+        return np.asarray(arrays["curves/stop_step"])[idx]
+
     def device(self) -> str:
         return sorted({m.get("device", "?") for m in self.levels})[0] if self.levels else "?"
+
+    def scale(self) -> str:
+        """``"paper settings"`` when the run trains as the paper does (iterations, test interval,
+        footnote 5's windows, 5 tickets and, for one-shot and iterative runs, 3 + 3 controls),
+        else ``"CPU size"``. Stopping measured trainings at convergence keeps the paper's
+        settings: it changes no convergence iteration or accuracy there."""
+        m, s = paper.MNIST, self.settings
+        same = (s.get("iterations") == m.iterations and s.get("eval_every") == m.eval_every
+                and s.get("average_over") == m.average_over and s.get("stable_for") == m.stable_for
+                and s.get("tolerance") == m.tolerance and len(s.get("seeds", ())) >= m.tickets)
+        if self.mode in ("oneshot", "iterative"):
+            same &= s.get("reinit", 0) >= m.controls and s.get("shuffle", 0) >= m.controls
+        return PAPER_SETTINGS if same else CPU_SIZE
 
 
 def _is_paper_lenet(s: dict[str, Any]) -> bool:

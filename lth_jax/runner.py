@@ -230,6 +230,7 @@ class Procedure:
     snapshot_steps: tuple[int, ...] = (0,)  # steps after which each original is snapshotted
     stop_at_convergence: bool = False     # end measured trainings once converged (:func:`stoppable`)
     stop_every: int = 500                 # steps between those checks
+    paired_batches: bool = False          # every control draws its ticket's batch order (not its own)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "seeds", tuple(int(s) for s in self.seeds))
@@ -271,6 +272,8 @@ class Procedure:
             d["rewind_step"] = self.rewind_step
         if self.stop_at_convergence:
             d.update(stop_at_convergence=True, stop_every=self.stop_every)
+        if self.paired_batches:
+            d["paired_batches"] = True
         return d
 
     def controls_at(self, value: float) -> bool:
@@ -323,7 +326,8 @@ class SeedKeys:
       ``fold_in(., t)`` (:func:`lth_jax.train.minibatch_segment`). Tickets are slot 0 at
       every level (the batch order of their original), reinit control ``j`` slot ``1 + j``,
       shuffle control ``j`` slot ``1 + reinit + j``, random-mask control ``j`` slot
-      ``1 + reinit + shuffle + j``, Han's continuing network slot ``1000 + round``;
+      ``1 + reinit + shuffle + j``, Han's continuing network slot ``1000 + round``; with
+      ``Procedure.paired_batches`` every control is slot 0, its ticket's;
     - reinit control ``j``: ``fold_in(fold_in(fold_in(root, 2), level_id), j)``; shuffle
       control ``j``: the same with 3 in place of 2; random-mask control ``j``: with 4.
       ``level_id`` is the round (iterative, han) or ``round(value * 1000)`` (one-shot).
@@ -541,8 +545,10 @@ def initial_params(lottery: Lottery, seeds: Sequence[int] | None = None) -> PyTr
 
 
 @functools.lru_cache(maxsize=64)
-def _key_program(keys: Keys, seed_list: tuple[int, ...], n_re: int, n_sh: int, n_ra: int, han: bool) -> Callable:
+def _key_program(keys: Keys, seed_list: tuple[int, ...], n_re: int, n_sh: int, n_ra: int, han: bool,
+                 paired: bool = False) -> Callable:
     """``code -> (reinit keys, shuffle keys, random keys, batch keys)`` of a level's trials, seed-major.
+    ``paired``: every control draws its ticket's batches (slot 0) instead of its own.
 
     Integer arithmetic only (threefry), so the bits do not depend on the optimisation level."""
     seeds = jnp.asarray(seed_list, jnp.uint32)
@@ -551,19 +557,22 @@ def _key_program(keys: Keys, seed_list: tuple[int, ...], n_re: int, n_sh: int, n
     def replicates(count):  # (seed, j) seed-major
         return jnp.repeat(seeds, count), jnp.tile(jnp.arange(count, dtype=jnp.uint32), n)
 
+    def slot(first, j):  # a control's batch slot: its own, or its ticket's when paired
+        return jnp.zeros_like(j) if paired else jnp.uint32(first) + j
+
     def program(code):
         batch = [keys.batches(seeds, jnp.uint32(0))]
         s, j = replicates(n_re)
         reinit = keys.control(s, "reinit", code, j) if n_re else None
-        batch.append(keys.batches(s, jnp.uint32(1) + j))
+        batch.append(keys.batches(s, slot(1, j)))
         s, j = replicates(n_sh)
         shuffle = keys.control(s, "shuffle", code, j) if n_sh else None
-        batch.append(keys.batches(s, jnp.uint32(1 + n_re) + j))
+        batch.append(keys.batches(s, slot(1 + n_re, j)))
         random = None
         if n_ra:  # a key scheme without a random stream (XOR's) is never asked for one
             s, j = replicates(n_ra)
             random = keys.control(s, "random", code, j)
-            batch.append(keys.batches(s, jnp.uint32(1 + n_re + n_sh) + j))
+            batch.append(keys.batches(s, slot(1 + n_re + n_sh, j)))
         if han:
             batch.append(keys.batches(seeds, CONTINUE_SLOT + code))
         return reinit, shuffle, random, jnp.concatenate(batch)
@@ -615,7 +624,8 @@ def _builder(network: Network, n: int, n_re: int, n_sh: int, n_ra: int, han: boo
 def _control_keys(lottery: Lottery, level: Level) -> tuple[tuple[int, int, int], tuple]:
     p = lottery.procedure
     counts = p.counts_at(level.value)
-    keys = _key_program(lottery.keys, p.seeds, *counts, p.mode == "han")(jnp.uint32(lottery.keys.code(level)))
+    keys = _key_program(lottery.keys, p.seeds, *counts, p.mode == "han", p.paired_batches)(
+        jnp.uint32(lottery.keys.code(level)))
     return counts, keys
 
 
@@ -870,6 +880,10 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     # A late-rewound run whose level 0 is not stored yet reads (or trains) its base run's.
     dirs += [run_dir(base_lottery(lt), root) for lt, d in zip(lotteries, list(dirs), strict=True)
              if lt.procedure.rewind_step and not store.done(d, plan(lt)[0].name)]
+    for d in dirs:
+        if store.is_export(d):  # its records hold no weights to prune or rewind from
+            raise store.StoreError(f"{d} is an exported copy of a run (curves and metrics, no weights): "
+                                   "train in another folder")
     # The lock comes before open_run, so a second run waiting for it cannot rewrite the
     # running one's settings file; a second run of *other* settings has its own directory.
     with _locks(dirs, progress):

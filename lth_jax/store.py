@@ -338,6 +338,46 @@ def load_settings(path: str | os.PathLike) -> dict[str, Any]:
     return s
 
 
+EXPORT = "export"
+"""Key of ``settings.json``'s extras in an exported copy of a run (:func:`export_run`)."""
+
+
+def export_run(src: str | os.PathLike, dest_root: str | os.PathLike, keep: tuple[str, ...] = ("curves/",),
+               skip: tuple[str, ...] = ("init",)) -> Path:
+    """A light copy of the run in ``src`` under ``dest_root`` (same directory name): its
+    ``settings.json`` with ``extra["export"]`` saying what was left out, and every level's
+    record, verified on reading and stored anew (checksummed) with the arrays whose names start
+    with one of ``keep`` (the curves: what the report and plots read) and the metrics
+    unchanged; records named in ``skip`` (the initial weights) are left out. A copy is read as
+    any run is, but holds no weights, so a runner refuses to continue training in it. A
+    damaged source record raises :class:`CorruptRecord` naming it, before anything is written."""
+    src = Path(src)
+    settings = load_settings(src)
+    bad = problems(src)
+    if bad:
+        raise CorruptRecord(sorted(bad.values())[0])
+    dest = Path(dest_root) / src.name
+    _mkdir(dest)
+    names = [n for n in levels(src) if n not in skip]
+    for name in names:
+        rec = load_level(src, name)
+        save_level(dest, name, {k: v for k, v in rec.arrays.items() if k.startswith(keep)},
+                   {**rec.metrics, "exported_from": {"run": src.name,
+                                                     "checksum": read_json(src / f"{name}.json")[CHECKSUM]}})
+    extra = {**settings["extra"], EXPORT: {"kept_arrays": list(keep), "left_out_records": list(skip),
+                                           "levels": names}}
+    write_json(dest / "settings.json", {**settings, "extra": extra})
+    return dest
+
+
+def is_export(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds an exported copy of a run (:func:`export_run`)."""
+    try:
+        return EXPORT in load_settings(path)["extra"]
+    except NotStored:
+        return False
+
+
 def find_runs(root: str | os.PathLike, **match: Any) -> list[Path]:
     """Run directories under ``root`` whose stored settings contain ``match`` (e.g. ``mode="oneshot"``).
 

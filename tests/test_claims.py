@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lth_jax import claims, mnist, paper, results
-from tests.stored_runs import store_run
+from tests.stored_runs import converging, store_run
 
 ROLES = ("ticket", "reinit", "shuffle")
 ITERATIVE = mnist.Settings(mode="iterative", hidden=(30, 10), seeds=(0, 1), reinit=1, shuffle=1, iterations=1000,
@@ -71,3 +71,19 @@ def test_section_6_2_ticket_sizes_follow_both_definitions():
     (sizes,) = claims.ticket_sizes({"groups": [{"label": "300-100", "rows": rows}]})
     assert sizes["by_convergence"] == 250 and sizes["min_convergence"] == 300  # the smallest of the fastest
     assert sizes["by_accuracy"] == 250  # the last before falling 0.15 points below 0.980
+
+
+def test_each_claim_says_whether_it_came_from_the_papers_settings_or_a_cpu_sized_run(tmp_path):
+    paper_size = mnist.Settings(mode="oneshot", levels=(100, 25), stop_at_convergence=True)  # 50,000 its, 5 + 3 + 3
+    cpu_size = paper_size.replace(iterations=8000, seeds=(0, 1), reinit=1, shuffle=1)
+    spec = {p: converging(ROLES, 30, 0.98) for p in (100, 25)}
+    for settings, want in ((paper_size, results.PAPER_SETTINGS), (cpu_size, results.CPU_SIZE)):
+        run = results.Run(store_run(tmp_path / want, settings, spec))
+        rows = {r["key"]: r for _, _, r in claims.table(view(mnist={"oneshot": run}), sources=["oneshot"])}
+        assert rows["os_25_faster"]["settings"] == want, settings
+    assert rows["os_25_faster"]["settings"] == results.CPU_SIZE
+    xor = {"rows": [], "settings": {"trials": 1000, "iterations": 10_000}}
+    assert claims.scale(claims.Ours(1, "-", "-", xor)) == results.PAPER_SETTINGS
+    assert claims.scale(claims.Ours(1, "-", "-", {**xor, "settings": {"trials": 100, "iterations": 10_000}})) == \
+        results.CPU_SIZE
+    assert claims.scale(claims.ours(paper.CLAIM["it_trainings"], view())) == "computed"

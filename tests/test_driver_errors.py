@@ -118,6 +118,12 @@ CASES = [
     *generic("beyond", None),
     case("beyond", "--runs_dir={missing}", names=("runs_dir", "{missing}")),
     case("beyond", "--runs_dir={empty}", "--report={missing}", names="report"),
+    # issue 12: stopping at convergence, and the light copies of runs for the repository
+    case("mnist", "--stop_at_convergence", "--stop_every=150", names="stop_every"),
+    case("mnist", "--stop_every=0", names="stop_every"),
+    *generic("export", None),
+    case("export", "--runs_dir={missing}", names=("runs_dir", "{missing}")),
+    case("export", "--runs_dir={empty}", names="runs_dir"),
 ]
 
 

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from conftest import synthetic_mnist
 
-from lth_jax import mnist, runner, store
+from experiments import mnist_plots
+from lth_jax import mnist, results, runner, store
 
 TINY = dict(hidden=(16, 8), iterations=800, eval_every=25, lr=0.2, seeds=(0, 1), reinit=1, shuffle=1, random=1,
             average_over=50, stable_for=50, tolerance=0.01)
@@ -110,3 +111,14 @@ def test_stopping_is_part_of_a_runs_identity_and_reads_back(runs):
 def test_a_check_interval_off_the_evaluation_grid_is_refused(bad, says):
     with pytest.raises(ValueError, match=says):
         STOP.replace(**bad)
+
+
+def test_the_plotted_mean_curve_of_a_role_ends_where_its_first_training_stopped(runs):
+    full, stop = results.Run(runs[0]), results.Run(runs[1])
+    level = stop.at(20)
+    steps = stop.stop_steps(level, "reinit")
+    acc = stop.curves(level, "reinit")
+    x = (np.arange(acc.shape[1]) + 1) * STOP.eval_every
+    mean = mnist_plots._mean_curve(stop, level, "reinit", acc, x)
+    assert np.isfinite(mean[x <= steps.min()]).all() and np.isnan(mean[x > steps.min()]).all()
+    assert full.stop_steps(full.at(20), "reinit") is None  # a run trained in full: curves to the end
