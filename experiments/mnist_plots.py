@@ -136,7 +136,9 @@ def _panels(run: Run):
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.8))
     axes[0].set_ylabel("convergence iteration (footnote 5)")
     axes[1].set_ylabel("test accuracy at convergence")
-    axes[2].set_ylabel(f"test accuracy after {run.settings['iterations']:,} iterations")
+    axes[2].set_ylabel("final test accuracy (controls and pruned tickets: at their stop)"
+                       if run.settings.get("stop_at_convergence") else
+                       f"test accuracy after {run.settings['iterations']:,} iterations")
     return fig, axes
 
 
@@ -156,8 +158,7 @@ def _legends(axes) -> None:
 
 def _subtitle(run: Run) -> str:
     s = run.settings
-    stop = (", measured trainings stopped at convergence (mean curves end at the first stop; final accuracy: at "
-            "the stop)") if s.get("stop_at_convergence") else ""
+    stop = "\nstopped at convergence: a mean curve ends at its first stop" if s.get("stop_at_convergence") else ""
     return (f"{run.mode}: {len(s['seeds'])} seeds, {s['iterations']:,} iterations, lr {s['lr']}, std {s['std']}, "
             f"hidden {tuple(s['hidden'])}{stop} [{run.path.name}]")
 
@@ -203,6 +204,20 @@ def _mean_curve(run: Run, level: dict, role: str, acc: np.ndarray, x: np.ndarray
     return mean if stops is None else np.where(x <= stops.min(), mean, np.nan)
 
 
+def _shown_until(run: Run, levels: list, roles: tuple[str, ...]) -> float:
+    """The last training step the curves of ``levels`` show: the last stop of a stopped run's
+    pruned levels (the originals, trained to the end, are cut there too), else the whole run."""
+    last = [float(st.max()) for m in levels if m["percent_nominal"] < 100 for r in roles
+            if r in m["roles"] and (st := run.stop_steps(m, r)) is not None]
+    return min(run.settings["iterations"], 1.1 * max(last)) if last else run.settings["iterations"]
+
+
+def _low(mean: np.ndarray, x: np.ndarray, until: float) -> float:
+    """A y-axis floor that shows a curve past its first rise: its 5th percentile after a fifth of the range."""
+    seen = mean[(x >= until / 5) & (x <= until)]
+    return float(np.nanpercentile(seen, 5)) if np.isfinite(seen).sum() > 5 else float(np.nanmin(mean))
+
+
 def figure3(run: Run, out: Path) -> None:
     """Test accuracy while training, tickets at several one-shot levels (mean, min-max band, convergence dots)."""
     import matplotlib.pyplot as plt
@@ -211,6 +226,7 @@ def figure3(run: Run, out: Path) -> None:
     right = [run.levels[0]] + [m for m in run.levels if 5 <= m["percent_nominal"] < 50]
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     every = run.settings["eval_every"]
+    until = _shown_until(run, run.levels, ("ticket",))
     lows = []
     for ax, group in zip(axes, (left, right), strict=True):
         colors = plt.cm.viridis(np.linspace(0, 0.9, max(len(group), 2)))
@@ -220,13 +236,14 @@ def figure3(run: Run, out: Path) -> None:
             mean = _mean_curve(run, m, "ticket", acc, x)
             ax.plot(x, mean, color=color, lw=1.2, label=f"{m['percent_nominal']:g}%")
             ax.fill_between(x, np.nanmin(acc, axis=0), np.nanmax(acc, axis=0), color=color, alpha=0.15)
-            lows.append(np.nanpercentile(mean[len(mean) // 5:], 5) if len(mean) > 5 else np.nanmin(mean))
+            lows.append(_low(mean, x, until))
             c = m["roles"]["ticket"]["convergence_iteration"]
             if c["mean"] is not None:
                 y = float(np.interp(c["mean"], x, mean))
                 ax.errorbar([c["mean"]], [y], xerr=[[c["mean"] - c["min"]], [c["max"] - c["mean"]]], fmt="o",
                             color=color, ms=6, capsize=3, mec="black")
         ax.set_xlabel("training iteration")
+        ax.set_xlim(0, until)
         ax.grid(alpha=0.3)
     c = paper.CLAIM["os_25_faster"]
     x = _faster(c.key, _orig(run, "conv"))[1]
@@ -257,6 +274,7 @@ def figure4(run: Run, out: Path) -> None:
         if left:
             chosen.append(min(left, key=lambda m: abs(math.log(m["percent_nominal"] / target))))
     colors = plt.cm.tab10(np.arange(len(chosen)))
+    until = _shown_until(run, chosen, ("ticket", "reinit"))
     lows = []
     for color, m in zip(colors, chosen, strict=True):
         roles = [("ticket", "-", "ticket")] + ([("reinit", "--", "reinit control")] if m["percent_nominal"] < 100
@@ -265,11 +283,12 @@ def figure4(run: Run, out: Path) -> None:
             acc = run.curves(m, role)
             x = (np.arange(acc.shape[1]) + 1) * every
             mean = _mean_curve(run, m, role, acc, x)
-            lows.append(np.nanpercentile(mean[len(mean) // 5:], 5) if len(mean) > 5 else np.nanmin(mean))
+            lows.append(_low(mean, x, until))
             ax.plot(x, mean, color=color, ls=ls, label=f"{m['percent_nominal']:g}% {name} (n={acc.shape[0]})")
             ax.fill_between(x, np.nanmin(acc, axis=0), np.nanmax(acc, axis=0), color=color, alpha=0.1)
     if lows:
         ax.set_ylim(max(min(lows) - 0.005, 0), None)
+    ax.set_xlim(0, until)
     ax.set_xlabel("training iteration")
     ax.set_ylabel("test accuracy (mean; band: min-max)")
     ax.grid(alpha=0.3)

@@ -71,3 +71,15 @@ def test_the_driver_copies_every_run_under_a_folder(run, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"-> {tmp_path / 'copies' / run.name}: 2 levels" in done.stdout
     assert runner.run_dir(mnist.Settings(**TINY).lottery(), tmp_path / "copies").is_dir()
+
+
+def test_the_committed_run_at_the_papers_settings_verifies_and_reads_as_a_run():
+    """results/runs/ holds the one-shot experiment at the paper's settings (issue 12): every record's
+    checksum holds, and the report's view finds it as the best one-shot run, at the paper's settings."""
+    committed = ROOT / "results" / "runs"
+    path = results.find_mnist_runs(committed)["oneshot"]
+    run = results.Run(path)  # verifies every record
+    assert store.is_export(path) and run.scale() == results.PAPER_SETTINGS
+    assert [m["percent_nominal"] for m in run.levels] == [100, 90, 75, 55, 35, 25, 15, 10, 5]
+    assert all(m["roles"][r]["converged"] == m["roles"][r]["trials"] == (5 if r == "ticket" else 15)
+               for m in run.levels for r in ("ticket", "reinit", "shuffle"))
