@@ -283,5 +283,6 @@ def table(path: str | Path) -> list[dict[str, Any]]:
             rows.append({"level": m["level"], "percent": m["percent_nominal"], "percent_overall": m["percent_overall"],
                          "role": role, "trials": s["trials"], "converged": s["converged"], "diverged": s["diverged"],
                          "pruned_from_diverged": s.get("excluded_pruned_from_diverged", 0),
+                         "stop_step_mean": s["stop_step"]["mean"] if "stop_step" in s else None,
                          **{f"{k}_{stat}": s[k][stat] for k in judges.METRICS for stat in ("mean", "min", "max")}})
     return rows

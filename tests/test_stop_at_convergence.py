@@ -13,6 +13,7 @@ import pytest
 from conftest import synthetic_mnist
 
 from experiments import mnist_plots
+from experiments.mnist import print_table
 from lth_jax import mnist, results, runner, store
 
 TINY = dict(hidden=(16, 8), iterations=800, eval_every=25, lr=0.2, seeds=(0, 1), reinit=1, shuffle=1, random=1,
@@ -122,3 +123,11 @@ def test_the_plotted_mean_curve_of_a_role_ends_where_its_first_training_stopped(
     mean = mnist_plots._mean_curve(stop, level, "reinit", acc, x)
     assert np.isfinite(mean[x <= steps.min()]).all() and np.isnan(mean[x > steps.min()]).all()
     assert full.stop_steps(full.at(20), "reinit") is None  # a run trained in full: curves to the end
+
+
+def test_the_drivers_table_says_the_final_accuracy_is_at_the_stop_and_where_it_stopped(runs, capsys):
+    print_table(mnist.table(runs[1]))
+    header = capsys.readouterr().out.splitlines()[0]
+    assert "final accuracy (at stop)" in header and "stopped at (mean)" in header
+    print_table(mnist.table(runs[0]))
+    assert "at stop" not in capsys.readouterr().out.splitlines()[0]  # a full-length run: the plain header
