@@ -47,16 +47,6 @@ PAPER_SETTINGS, CPU_SIZE = "paper settings", "CPU size"
 """What a result's settings are, as the report marks each claim."""
 
 
-def refuse_damaged(path: str | Path) -> None:
-    """Raise :class:`store.CorruptRecord` (one line naming the file) if any record of the run in
-    ``path`` is present but unusable; :func:`store.levels` alone would leave it out silently."""
-    bad = store.problems(path)
-    if bad:
-        first = sorted(bad)[0]
-        more = f" (and {len(bad) - 1} more damaged records in {Path(path).name})" if len(bad) > 1 else ""
-        raise store.CorruptRecord(bad[first] + more)
-
-
 # ---------------------------------------------------------------- a stored MNIST run
 
 
@@ -72,7 +62,7 @@ class Run:
         stored = store.load_settings(self.path)
         self.hashed: dict[str, Any] = dict(stored["settings"])
         self.settings: dict[str, Any] = {**stored["settings"], **stored.get("extra", {})}
-        refuse_damaged(self.path)
+        store.refuse_damaged(self.path)
         self.levels: list[dict[str, Any]] = [store.load_level(self.path, n, arrays=False).metrics
                                              for n in store.levels(self.path) if n != INIT]
 
@@ -182,7 +172,7 @@ def find_mnist_runs(runs_dir: str | Path) -> dict[str, Path]:
     for path, s in _stored_runs(root):
         if s.get("data") != "mnist" or not _is_paper_lenet(s):
             continue
-        refuse_damaged(path)
+        store.refuse_damaged(path)
         levels = [n for n in store.levels(path) if n != INIT]
         if not levels:
             continue

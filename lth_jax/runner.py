@@ -818,8 +818,7 @@ def stoppable(lottery: Lottery, plan_: Sequence[Level], index: int) -> np.ndarra
     if not p.stop_at_convergence:
         return np.zeros(len(roles), bool)
     source = any(depends_on(lottery, j) == index for j in range(len(plan_)))
-    pruned_next = "continue" if p.mode == "han" else "ticket"
-    return np.asarray([not (source and role == pruned_next) for role in roles])
+    return np.asarray([not (source and role == source_role(lottery)) for role in roles])
 
 
 def base_lottery(lottery: Lottery) -> Lottery:
@@ -965,6 +964,12 @@ def depends_on(lottery: Lottery, index: int) -> int | None:
     if index == 0:
         return None
     return 0 if lottery.procedure.mode == "oneshot" else index - 1
+
+
+def source_role(lottery: Lottery) -> str:
+    """The trials of a level whose trained weights the next level is pruned from: the tickets,
+    or Han et al.'s continuing chain."""
+    return "continue" if lottery.procedure.mode == "han" else "ticket"
 
 
 def next_program(lotteries: Sequence[Lottery], plans: Sequence[Sequence[Level]], stored: set[tuple[int, int]],
@@ -1212,12 +1217,11 @@ def _emptied(stats: Any) -> Any:
 def diverged_sources(lottery: Lottery, path: Path, plan_: Sequence[Level], index: int) -> list[int]:
     """Seeds whose level-``index`` masks were pruned from a training that diverged: the original
     (one-shot) or the previous level's ticket (iterative) or chain (han)."""
-    if index == 0:
+    source = depends_on(lottery, index)
+    if source is None:
         return []
-    mode = lottery.procedure.mode
-    source = plan_[0] if mode == "oneshot" else plan_[index - 1]
-    role = "continue" if mode == "han" else "ticket"
-    rows = store.load_level(path, source.name, arrays=False).metrics.get("trials", [])
+    role = source_role(lottery)
+    rows = store.load_level(path, plan_[source].name, arrays=False).metrics.get("trials", [])
     return sorted({r["seed"] for r in rows if r.get("role") == role and r.get("diverged_at") is not None})
 
 

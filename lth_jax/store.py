@@ -296,6 +296,16 @@ def problems(path: str | os.PathLike) -> dict[str, str]:
     return out
 
 
+def refuse_damaged(path: str | os.PathLike) -> None:
+    """Raise :class:`CorruptRecord` (one line naming the file) if any record of the run in
+    ``path`` is present but unusable; :func:`levels` alone would leave it out silently."""
+    bad = problems(path)
+    if bad:
+        first = sorted(bad)[0]
+        more = f" (and {len(bad) - 1} more damaged records in {Path(path).name})" if len(bad) > 1 else ""
+        raise CorruptRecord(bad[first] + more)
+
+
 def load_level(path: str | os.PathLike, name: str, arrays: bool = True) -> Record:
     """Read and verify level ``name`` of the run in ``path``; ``arrays=False`` returns no arrays
     (the npz is still verified, once per process).
@@ -353,9 +363,7 @@ def export_run(src: str | os.PathLike, dest_root: str | os.PathLike, keep: tuple
     damaged source record raises :class:`CorruptRecord` naming it, before anything is written."""
     src = Path(src)
     settings = load_settings(src)
-    bad = problems(src)
-    if bad:
-        raise CorruptRecord(sorted(bad.values())[0])
+    refuse_damaged(src)
     dest = Path(dest_root) / src.name
     _mkdir(dest)
     names = [n for n in levels(src) if n not in skip]

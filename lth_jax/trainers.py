@@ -242,8 +242,9 @@ class Minibatch:
         left = np.flatnonzero(~done[rows])
         if left.size:
             keep(state.params, left)
-        return final, {"curves/accuracy": np.where(np.arange(evals)[None] < (stopped // ev)[:, None], acc, np.nan),
-                       "curves/loss": np.where(np.arange(evals)[None] < (stopped // ev)[:, None], loss, np.nan),
+        trained = np.arange(evals)[None] < (stopped // ev)[:, None]  # the evaluations before each stop
+        return final, {"curves/accuracy": np.where(trained, acc, np.nan),
+                       "curves/loss": np.where(trained, loss, np.nan),
                        "curves/diverged_at": diverged, "curves/stop_step": stopped,
                        **({"curves/start_step": np.full(n, start_step, np.int32)} if start_step else {})}
 
@@ -373,7 +374,7 @@ class FullBatch:
 
     def chunk_for(self, placement: devices.Placement | None) -> int:
         """Trials a compiled call takes: ``chunk``, a multiple of the placement's devices."""
-        return self.chunk if placement is None else placement.padded(self.chunk)
+        return _padded(self.chunk, placement)
 
     def __call__(self, network: Any, params: PyTree, masks: PyTree, keys: jax.Array, data: tuple,
                  on_steps: Callable[[int], None] | None = None,
