@@ -29,7 +29,7 @@ from typing import Any
 from experiments import beyond, cli, studies
 from experiments.configs import reproduce_paper as plan
 from experiments.configs import studies as study_config
-from lth_jax import claims, cost, paper, results, store
+from lth_jax import claims, cost, mnist, paper, results, store
 from lth_jax import xor as xor_experiment
 
 PROGRAM = "report"
@@ -47,10 +47,20 @@ def _norm(v: Any) -> Any:
     return tuple(v) if isinstance(v, list) else v
 
 
+def _unhashed_flags(s: dict[str, Any], ref: mnist.Settings) -> str:
+    """Flags for what a run was extended by beyond its preset (not hashed: the same run grows),
+    the levels of a one-shot run and the last level of an iterative one."""
+    if s["mode"] == "oneshot":
+        levels = tuple(map(float, s.get("levels", ref.levels)))
+        return "" if levels == tuple(map(float, ref.levels)) else " --levels=" + ",".join(f"{p:g}" for p in levels)
+    floor = float(s.get("min_remaining", ref.min_remaining))
+    return "" if floor == ref.min_remaining else f" --min_remaining={floor:g}"
+
+
 def mnist_command(run: results.Run) -> str:
     """The ``experiments.mnist`` command that produces ``run`` (a preset where one matches, else
     the paper preset plus every flag that differs)."""
-    root, s = run.path.parent, run.settings
+    root, s = run.trained_in.parent, run.settings
     for preset in results.PRESET_ORDER:
         for controls in (None, (0, 0)):
             try:
@@ -59,6 +69,7 @@ def mnist_command(run: results.Run) -> str:
                 continue
             if store.settings_hash(ref.hashed()) == store.settings_hash(run.hashed):
                 extra = " --controls=0,0" if controls else ""
+                extra += _unhashed_flags(s, ref)
                 return f"python -m experiments.mnist --preset={preset} --mode={s['mode']}{extra} --out_dir={root}"
     ref = plan.mnist_settings("paper", s["mode"])
     flags = [f"--preset=paper --mode={s['mode']}"]
@@ -90,7 +101,8 @@ def xor_command(xor: dict[str, Any]) -> str:
     flags = [f"--{k}=" + (",".join(map(str, v)) if isinstance(v, list | tuple) else str(v))
              for k, v in given.items()
              if k in defaults and k != "hidden" and json.dumps(_norm(v)) != json.dumps(_norm(defaults[k]))]
-    return " ".join(["python -m experiments.xor_sweep", *flags, f"--out_dir={xor['_dir']}"])
+    out = store.exported_from(xor["_dir"]) or xor["_dir"]  # a copy's command writes where the sweep ran
+    return " ".join(["python -m experiments.xor_sweep", *flags, f"--out_dir={out}"])
 
 
 def claim_command(claim: paper.Claim, ours: claims.Ours) -> str:
@@ -164,9 +176,12 @@ def _figures_words(figs: Sequence[int]) -> str:
 def describe(run: results.Run) -> str:
     s = run.settings
     controls = f" + {s['reinit']} reinit + {s['shuffle']} shuffle controls each" if s["reinit"] or s["shuffle"] else ""
+    stop = (f", measured trainings stopped at convergence (checked every {s.get('stop_every')} iterations; final "
+            "accuracy is the one at the stop)") if s.get("stop_at_convergence") else ""
+    copy = ", an exported copy (curves and metrics, no weights)" if store.is_export(run.path) else ""
     return (f"{s['mode']}: {len(s['seeds'])} tickets{controls}, {s['iterations']:,} iterations (paper: "
-            f"{paper.MNIST.iterations:,}), std {s['std']}, lr {s['lr']}, footnote-5 windows {s['average_over']}/"
-            f"{s['stable_for']}, {len(run.levels)} levels stored, on {run.device()} [{run.path.name}]")
+            f"{paper.MNIST.iterations:,}){stop}, std {s['std']}, lr {s['lr']}, footnote-5 windows {s['average_over']}/"
+            f"{s['stable_for']}, {len(run.levels)} levels stored, on {run.device()} [{run.path.name}{copy}]")
 
 
 def _short_settings(s: dict[str, Any]) -> str:
@@ -288,7 +303,9 @@ def _missing_rows(view: results.View, present: set[int], costs: dict[str, Any]) 
     """What is still to run: every step of the paper preset with training left (its state: no results
     at all, or only smaller CPU-sized results), and the cpu preset's steps for figures with no results."""
     out = []
+    source = store.exported_from(view.runs_dir)  # copies: the commands write where the results were made
     for preset in ("paper", "cpu"):
+        commands = {st.name: st.command for st in plan.steps(preset, str(source or view.runs_dir))}
         for s in plan.steps(preset, str(view.runs_dir)):
             figs = [f for f in s.figures if f not in present]
             if preset == "cpu" and not figs:
@@ -299,8 +316,13 @@ def _missing_rows(view: results.View, present: set[int], costs: dict[str, Any]) 
             state = "no results yet" if len(figs) == len(s.figures) else (
                 "only smaller (CPU-sized) results stored" if not figs else
                 f"Figures {', '.join(map(str, figs))} have no results; the others only smaller ones")
+            run = view.mnist.get(s.name)  # the MNIST steps are named for their mode
+            if run is not None and not figs and run.scale() == results.PAPER_SETTINGS:
+                state = "stored at the paper's settings" + (
+                    " with measured trainings stopped at convergence; this trains them in full"
+                    if run.settings.get("stop_at_convergence") else "")
             out.append({"preset": preset, "figures": list(s.figures), "missing": figs, "state": state,
-                        "command": s.command, "cpu": est["cpu"], "gpu": est["gpu"]})
+                        "command": commands[s.name], "cpu": est["cpu"], "gpu": est["gpu"]})
     return out
 
 
@@ -362,7 +384,8 @@ def write(view: results.View, out: str | Path, command: str | None = None) -> Pa
          "the paper's values are the constants of `lth_jax/paper.py`, each with its section. Nothing here is typed "
          "by hand.", "",
          f"**Status:** {len(present)} of 16 figures have results of ours; {n_ours} of {len(rows)} numeric claims "
-         "have a value of ours. Each figure and claim states the settings it came from: runs made on a CPU use "
+         f"have a value of ours, {sum(r['settings'] == results.PAPER_SETTINGS for r in rows)} of them from runs at "
+         "the paper's settings. Each figure and claim states the settings it came from: CPU-sized runs use "
          f"far fewer iterations and tickets than the paper ({paper.MNIST.iterations:,} iterations, "
          f"{paper.MNIST.tickets} tickets), so their numbers check the pipeline and the direction of effects, not the "
          "paper's values.", "", "## Settings of the stored runs", ""]
@@ -395,6 +418,10 @@ def write(view: results.View, out: str | Path, command: str | None = None) -> Pa
             L += _xor_section(view.xor, fig)
         for p in figs.get(fig, []):
             L += [f"![Figure {fig}](figures/{p.name})", ""]
+        drawn = [f"the {mode} run at {run.scale()} ({describe(run)})" for mode, run in sorted(view.mnist.items())
+                 if fig in figs and fig in FIGS_OF_MODE.get(mode, ())]
+        if drawn:
+            L += ["Drawn from " + "; ".join(drawn) + ".", ""]
         if fig in (9, 10) and view.examine is not None:
             L += _examine_section(view.examine, fig)
         st = _study_for_figure(view, fig)

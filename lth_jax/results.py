@@ -70,6 +70,13 @@ class Run:
     def mode(self) -> str:
         return self.settings["mode"]
 
+    @property
+    def trained_in(self) -> Path:
+        """The folder the run was trained in: its own, or for an exported copy (:func:`store.export_run`)
+        the one it was copied from, where the command that makes it again writes."""
+        source = self.settings.get(store.EXPORT, {}).get("source")
+        return Path(source) if source else self.path
+
     def percents(self) -> np.ndarray:
         """Nominal percent remaining of every level, largest first."""
         return np.asarray([m["percent_nominal"] for m in self.levels], float)

@@ -355,7 +355,8 @@ EXPORT = "export"
 def export_run(src: str | os.PathLike, dest_root: str | os.PathLike, keep: tuple[str, ...] = ("curves/",),
                skip: tuple[str, ...] = ("init",)) -> Path:
     """A light copy of the run in ``src`` under ``dest_root`` (same directory name): its
-    ``settings.json`` with ``extra["export"]`` saying what was left out, and every level's
+    ``settings.json`` with ``extra["export"]`` saying what was left out and where it came from
+    (``source``: where a command retraining it writes), and every level's
     record, verified on reading and stored anew (checksummed) with the arrays whose names start
     with one of ``keep`` (the curves: what the report and plots read) and the metrics
     unchanged; records named in ``skip`` (the initial weights) are left out. A copy is read as
@@ -373,9 +374,26 @@ def export_run(src: str | os.PathLike, dest_root: str | os.PathLike, keep: tuple
                    {**rec.metrics, "exported_from": {"run": src.name,
                                                      "checksum": read_json(src / f"{name}.json")[CHECKSUM]}})
     extra = {**settings["extra"], EXPORT: {"kept_arrays": list(keep), "left_out_records": list(skip),
-                                           "levels": names}}
+                                           "levels": names, "source": str(src)}}
     write_json(dest / "settings.json", {**settings, "extra": extra})
     return dest
+
+
+EXPORT_MARK = "export.json"
+"""At the top of a folder of exported copies (``experiments.export``): ``{"source": the folder copied}``."""
+
+
+def exported_from(path: str | os.PathLike) -> Path | None:
+    """Where ``path`` (a file or folder in a folder of exported copies, :data:`EXPORT_MARK`) was
+    copied from, at the same relative place; None if it is not in one."""
+    path = Path(path)
+    for top in (path, *path.parents):
+        if (top / EXPORT_MARK).is_file():
+            mark = read_json(top / EXPORT_MARK)
+            if not isinstance(mark, dict) or not isinstance(mark.get("source"), str):
+                raise CorruptRecord(f"{top / EXPORT_MARK}: not an export mark (no \"source\" folder)")
+            return Path(mark["source"]) / path.relative_to(top)
+    return None
 
 
 def is_export(path: str | os.PathLike) -> bool:

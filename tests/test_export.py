@@ -3,6 +3,9 @@ verified, without the weights, read by the report as the run itself is read, nev
 
 from __future__ import annotations
 
+import json
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +14,7 @@ import numpy as np
 import pytest
 from conftest import synthetic_mnist
 
+from experiments import export, report
 from lth_jax import mnist, results, runner, store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,6 +40,7 @@ def test_a_copy_holds_every_levels_curves_and_metrics_and_no_weights(run, tmp_pa
         assert b.metrics["exported_from"] == {"run": run.name,
                                               "checksum": store.read_json(run / f"{name}.json")["checksum"]}
     assert store.is_export(copy) and not store.is_export(run)
+    assert results.Run(copy).trained_in == run and results.Run(run).trained_in == run  # where a rerun writes
     assert sum(f.stat().st_size for f in copy.iterdir()) < sum(f.stat().st_size for f in run.iterdir()) / 2
 
 
@@ -65,12 +70,39 @@ def test_a_damaged_record_stops_the_export_naming_it_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
-def test_the_driver_copies_every_run_under_a_folder(run, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "experiments.export", f"--runs_dir={run.parent}",
+def test_the_driver_copies_every_run_and_summary_at_its_place_under_the_folder(run, tmp_path):
+    """What the report reads keeps its relative place: runs at any depth, the XOR and section-5
+    summaries with the PNGs beside them, the study manifests."""
+    root = tmp_path / "runs"
+    (root / "mnist").mkdir(parents=True)
+    shutil.copytree(run, root / "mnist" / run.name)  # a run one folder down
+    summaries = {"xor/xor_sweep.json": b'{"rows": []}\n', "xor/xor_sweep.png": b"png",
+                 "examine/figures/examine.json": b'{"figure10": {}}\n', "studies/manifests/sizes.json": b"{}\n"}
+    for name, data in summaries.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    done = subprocess.run([sys.executable, "-m", "experiments.export", f"--runs_dir={root}",
                            f"--out={tmp_path / 'copies'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert f"-> {tmp_path / 'copies' / run.name}: 2 levels" in done.stdout
-    assert runner.run_dir(mnist.Settings(**TINY).lottery(), tmp_path / "copies").is_dir()
+    assert f"-> {tmp_path / 'copies' / 'mnist' / run.name}: 2 levels" in done.stdout
+    assert runner.run_dir(mnist.Settings(**TINY).lottery(), tmp_path / "copies" / "mnist").is_dir()
+    for name, data in summaries.items():
+        assert (tmp_path / "copies" / name).read_bytes() == data
+    assert store.exported_from(tmp_path / "copies" / "xor") == root / "xor"  # where the report's commands write
+    assert store.exported_from(root / "xor") is None
+
+
+def test_a_damaged_summary_stops_the_driver_with_one_line_naming_it(tmp_path):
+    (tmp_path / "runs" / "xor").mkdir(parents=True)
+    (tmp_path / "runs" / "xor" / "xor_sweep.json").write_bytes(b"\x00garbage")
+    done = subprocess.run([sys.executable, "-m", "experiments.export", f"--runs_dir={tmp_path / 'runs'}",
+                           f"--out={tmp_path / 'copies'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and "xor_sweep.json" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_instability_analysis_keeps_all_its_arrays_a_lottery_run_its_curves(tmp_path):
+    assert export.kept_arrays(tmp_path / "instability-0123456789ab") == ("",)
+    assert export.kept_arrays(tmp_path / "iterative-0123456789ab") == ("curves/",)
 
 
 def test_the_committed_run_at_the_papers_settings_verifies_and_reads_as_a_run():
@@ -83,3 +115,18 @@ def test_the_committed_run_at_the_papers_settings_verifies_and_reads_as_a_run():
     assert [m["percent_nominal"] for m in run.levels] == [100, 90, 75, 55, 35, 25, 15, 10, 5]
     assert all(m["roles"][r]["converged"] == m["roles"][r]["trials"] == (5 if r == "ticket" else 15)
                for m in run.levels for r in ("ticket", "reinit", "shuffle"))
+
+
+def test_the_report_rebuilt_from_the_committed_copies_takes_figures_3_to_6_from_the_papers_settings(tmp_path):
+    """Issue 12's 'done when': results/REPORT.md can be rebuilt from the checkout, and its one-shot
+    claims and Figures 3-6 come from the run at the paper's settings, each claim with its sample size."""
+    text = report.build(ROOT / "results" / "runs", tmp_path).read_text()
+    rows = [r for r in json.loads((tmp_path / "claims.json").read_text()) if r["source"] == "oneshot"]
+    assert len(rows) >= 10 and all(r["settings"] == results.PAPER_SETTINGS and r["n"] for r in rows)
+    for fig in (3, 4, 5, 6):
+        part = text[text.index(f"### Figure {fig}:"):text.index(f"### Figure {fig + 1}:")]
+        assert (tmp_path / "figures" / f"figure{fig:02d}.png").is_file()
+        assert "Drawn from the oneshot run at paper settings" in part and "stopped at convergence" in part
+    assert "stored at the paper's settings with measured trainings stopped at convergence" in text
+    written = re.findall(r"--(?:out|runs)_dir=([^`\s|]+)", text)
+    assert written and not [d for d in written if "results/runs" in d]  # commands write where results were made

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from experiments import mnist_plots, report
+from experiments.configs import reproduce_paper as plan
 from lth_jax import claims, mnist, paper, results, store
 from tests.stored_runs import converging, store_run, write_manifest
 
@@ -102,6 +103,28 @@ def test_claims_are_read_from_the_stored_numbers_and_follow_them(oneshot_report,
     rec.metrics["roles"]["ticket"]["convergence_iteration"]["mean"] = conv("p100") / 2
     store.save_level(moved, "p25", rec.arrays, rec.metrics)
     assert claims_of_view(copy)["os_25_faster"]["ours"] == pytest.approx(50.0)
+
+
+def test_a_report_of_exported_copies_has_the_same_claims_and_commands_that_write_where_the_run_was(
+        oneshot_report, tmp_path):
+    root, path, _, _ = oneshot_report
+    copy = store.export_run(path, tmp_path / "copies" / "mnist")
+    theirs, ours = claims_of_view(tmp_path / "copies"), claims_of_view(root)
+    assert {k: r["ours"] for k, r in theirs.items()} == {k: r["ours"] for k, r in ours.items()}
+    command = report.mnist_command(results.Run(copy))
+    assert command == report.mnist_command(results.Run(path)) and f"--out_dir={path.parent}" in command
+    assert "exported copy" in report.describe(results.Run(copy)) and "exported" not in report.describe(
+        results.Run(path))
+
+
+def test_the_command_of_a_run_grown_beyond_its_preset_says_how_far():
+    """min_remaining and the one-shot levels are not hashed (a run grows in place), so the command
+    that made a run says them where they differ from the preset's."""
+    iterative, oneshot = plan.mnist_settings("cpu", "iterative"), plan.mnist_settings("cpu", "oneshot")
+    assert report._unhashed_flags({"mode": "iterative", "min_remaining": 8.0}, iterative) == " --min_remaining=8"
+    assert report._unhashed_flags({"mode": "iterative", "min_remaining": iterative.min_remaining}, iterative) == ""
+    assert report._unhashed_flags({"mode": "oneshot", "levels": [100, 50]}, oneshot) == " --levels=100,50"
+    assert report._unhashed_flags({"mode": "oneshot", "levels": list(oneshot.levels)}, oneshot) == ""
 
 
 def claims_of_view(root: Path) -> dict[str, dict]:
