@@ -87,8 +87,8 @@ def mnist_command(run: results.Run) -> str:
             flags.append(f"--{name}")
     if s.get("stop_at_convergence") and s.get("stop_every", ref.stop_every) != ref.stop_every:
         flags.append(f"--stop_every={s['stop_every']}")
-    if s["mode"] == "oneshot" and tuple(map(float, s.get("levels", ref.levels))) != ref.levels:
-        flags.append("--levels=" + ",".join(f"{p:g}" for p in s["levels"]))
+    if s["mode"] == "oneshot" and (levels := _unhashed_flags(s, ref)):  # min_remaining: in MNIST_FLAGS above
+        flags.append(levels.strip())
     return "python -m experiments.mnist " + " ".join(flags) + f" --out_dir={root}"
 
 
@@ -178,7 +178,7 @@ def describe(run: results.Run) -> str:
     controls = f" + {s['reinit']} reinit + {s['shuffle']} shuffle controls each" if s["reinit"] or s["shuffle"] else ""
     stop = (f", measured trainings stopped at convergence (checked every {s.get('stop_every')} iterations; final "
             "accuracy is the one at the stop)") if s.get("stop_at_convergence") else ""
-    copy = ", an exported copy (curves and metrics, no weights)" if store.is_export(run.path) else ""
+    copy = ", an exported copy (curves and metrics, no weights)" if store.EXPORT in s else ""  # its settings' extras
     return (f"{s['mode']}: {len(s['seeds'])} tickets{controls}, {s['iterations']:,} iterations (paper: "
             f"{paper.MNIST.iterations:,}){stop}, std {s['std']}, lr {s['lr']}, footnote-5 windows {s['average_over']}/"
             f"{s['stable_for']}, {len(run.levels)} levels stored, on {run.device()} [{run.path.name}{copy}]")
