@@ -57,7 +57,7 @@ def worker(count: int) -> dict[str, Any]:
     # jax is imported here, in the measuring process only: its device count is fixed at import
     import jax
 
-    from lth_jax import devices, metrics, mnist, xor
+    from lth_jax import datasets, devices, mnist, xor
 
     placement = devices.placement(count)
     split = placement if count > 1 else None
@@ -67,7 +67,7 @@ def worker(count: int) -> dict[str, Any]:
     keys = jax.random.split(jax.random.key(0), FLAGS.xor_trials)
     params = jax.vmap(net.init)(keys)
     masks = jax.tree.map(lambda x: np.ones(x.shape, bool), params)
-    data = metrics.xor_data()
+    data = datasets.xor_points()
     seconds = _best(lambda: trainer(net, params, masks, keys, data, placement=split), FLAGS.repeats)
     out["xor"] = {"trials": FLAGS.xor_trials, "steps": FLAGS.xor_steps, "seconds": seconds,
                   "trial_steps_per_s": FLAGS.xor_trials * FLAGS.xor_steps / seconds}

@@ -34,8 +34,8 @@ import numpy as np
 from absl import app, flags
 
 from experiments import xla_cpu
+from lth_jax import datasets, metrics, pruning, runner, store, xor
 from lth_jax import masks as masks_lib
-from lth_jax import metrics, pruning, runner, store, xor
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("trials", 1000, "Networks per line.")
@@ -44,7 +44,7 @@ flags.DEFINE_string("cache_dir", "runs/xor", "Where the trained networks are cac
 flags.DEFINE_string("out", "benchmarks/xor_causes", "Output path without extension (.md and .json).")
 
 CANDIDATES: dict[str, dict[str, Any]] = {"adam 0.001 (default)": {}, "sgd 0.5": {"optimizer": "sgd", "lr": 0.5}}
-X, Y = (np.asarray(a) for a in metrics.xor_data())
+X, Y = (np.asarray(a) for a in datasets.xor_points())
 SIGN = 2 * Y - 1
 
 

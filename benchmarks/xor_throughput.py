@@ -73,14 +73,14 @@ LEARNING_RATE = {"adam": 0.001, "sgd": 0.5, "momentum": 0.05}  # benchmarks/xor_
 def measure(variant: str, opt: str) -> dict:
     import jax
 
-    from lth_jax import masks, metrics, models, pruning, runner, train, trainers
+    from lth_jax import datasets, masks, models, pruning, runner, train, trainers
 
     net = models.xor_net(10, relu_grad_at_zero=1.0)
     keys = jax.random.split(jax.random.key(0), FLAGS.trials)
     params = jax.jit(jax.vmap(lambda k: models.init_params(net, k, 2)))(keys)
     ones = masks.ones_like(jax.tree.map(lambda a: a[0], params))
     m = jax.jit(jax.vmap(lambda _: pruning.first_units(ones, 10)))(keys)
-    data = metrics.xor_data()
+    data = datasets.xor_points()
     if variant == "hand+native":  # the sweep's own trainer: the data are constants of its program
         trainer = trainers.FullBatch(opt, LEARNING_RATE[opt], FLAGS.steps, "mean", chunk=FLAGS.trials)
         compiled, compile_s = trainer.compiled(runner.Network(net, (2,)), data)

@@ -22,7 +22,7 @@ import numpy as np
 from experiments import cli, distributed
 from experiments.configs.xor import PRESETS
 from experiments.progress import LevelBars
-from lth_jax import devices, paper, store, xor
+from lth_jax import datasets, devices, paper, store, xor
 
 FLAGS = cli.FLAGS
 
@@ -44,7 +44,7 @@ def run() -> None:
     res = xor.sweep(s, out / "cache", bars, devices=count)
     bars.close()
     # The chunk program's compile time, if this run trained anything (the program is cached).
-    compile_s = s.trainer().compiled(s.network(), xor.metrics.xor_data())[1] if bars.trained_now else 0.0
+    compile_s = s.trainer().compiled(s.network(), datasets.xor_points())[1] if bars.trained_now else 0.0
     res.update({
         "seconds": {"total": time.perf_counter() - t0, "compile": compile_s, "train": bars.seconds},
         "trainings_run_now": bars.trained_now,

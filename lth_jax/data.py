@@ -33,8 +33,6 @@ from typing import NamedTuple
 
 import numpy as np
 
-from lth_jax.metrics import xor_data as xor  # noqa: F401  (the XOR set lives with its metrics)
-
 MNIST_DIR_ENV = "LTH_MNIST_DIR"
 """Environment variable naming a folder with the four original MNIST ``.gz`` files."""
 

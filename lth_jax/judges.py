@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import datasets
 from lth_jax import metrics as metrics_lib
 
 METRICS: tuple[str, ...] = ("convergence_iteration", "convergence_accuracy", "final_accuracy", "best_accuracy",
@@ -176,5 +177,5 @@ class XorSuccess:
 
 @functools.partial(jax.jit, static_argnums=(1, 2, 3))
 def _xor_judge(z: jax.Array, rule: str, threshold: float, over: str) -> tuple[jax.Array, jax.Array]:
-    _, y = metrics_lib.xor_data()
+    _, y = datasets.xor_points()
     return metrics_lib.decision_boundary(z, y, rule=rule), metrics_lib.zero_loss(z, y, threshold, over)

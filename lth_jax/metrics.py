@@ -11,13 +11,6 @@ import numpy as np
 # ---------------------------------------------------------------- XOR
 
 
-def xor_data() -> tuple[jax.Array, jax.Array]:
-    """The four XOR points and their classes: (0,0),(1,1) -> 0, (0,1),(1,0) -> 1."""
-    x = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)
-    y = jnp.array([0, 1, 1, 0], jnp.float32)
-    return x, y
-
-
 def decision_boundary(logits: jax.Array, y: jax.Array, rule: str = "strict") -> jax.Array:
     """DB: every point on the right side of the boundary (sigmoid > 0.5 iff class 1).
 

@@ -39,13 +39,15 @@ PyTree = Any
 class Trials(NamedTuple):
     """A stack of trials: every leaf has the same leading trial axis (``states``: optimiser
     states of late-rewound trials, else None; ``stoppable``: (T,) bool, the trials that may
-    stop at convergence, when the program stops any)."""
+    stop at convergence, when the program stops any; ``model_state``: the state each trial's
+    module starts from, None for a stateless module)."""
 
     params: PyTree
     masks: PyTree
     keys: jax.Array
     states: PyTree = None
     stoppable: np.ndarray | None = None
+    model_state: PyTree = None
 
 
 class Block(NamedTuple):
@@ -75,7 +77,7 @@ def row_digests(trials: Trials) -> list[str]:
     """One digest per trial row of everything that determines its training."""
     leaves = [np.asarray(x) for x in jax.tree.leaves(jax.device_get((trials.params, trials.masks)))]
     leaves.append(np.asarray(jax.device_get(jax.random.key_data(trials.keys))))
-    leaves += [np.asarray(x) for x in jax.tree.leaves(jax.device_get(trials.states))]
+    leaves += [np.asarray(x) for x in jax.tree.leaves(jax.device_get((trials.states, trials.model_state)))]
     if trials.stoppable is not None:  # a trial that may stop is not the same training as one that may not
         leaves.append(np.asarray(trials.stoppable, bool))
     out = []
@@ -139,10 +141,12 @@ class Program:
         for piece in self.pieces:
             rows = self.unique[piece]
             if rows.size == self.rows and np.array_equal(rows, np.arange(self.rows)):
-                p, m, k, s = t[:4]  # every row once, in order: nothing to gather
+                p, m, k, s, ms = (*t[:4], t.model_state)  # every row once, in order: nothing to gather
             else:
-                p, m, k, s = _gather(tuple(t[:4]), jnp.asarray(rows))
+                p, m, k, s, ms = _gather((*t[:4], t.model_state), jnp.asarray(rows))
             extra = dict(how, opt_state=s) if s is not None else dict(how)
+            if ms is not None:
+                extra["model_state"] = ms
             if t.stoppable is not None:
                 extra["stoppable"] = np.asarray(t.stoppable)[rows]
             if self.placement is not None:  # trainers that split the trial axis across devices take it

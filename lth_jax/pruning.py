@@ -245,25 +245,80 @@ def global_magnitude(params: PyTree, masks: PyTree, rate: float | jax.Array,
     see the module docstring for its range).
     """
     rate = check_rate(rate)
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
+    leaves, mask_leaves, chosen = _selected(params, masks, where, "weights")
+    flat = jnp.concatenate([jnp.abs(jnp.asarray(leaves[i][1])).reshape(-1) for i in chosen])
+    return _keep_pooled(flat, params, mask_leaves, chosen, rate)
+
+
+def _selected(tree: PyTree, masks: PyTree, where: Callable[[Path], bool], what: str
+              ) -> tuple[list, list, list[int]]:
+    """``tree``'s leaves with paths, ``masks``' leaves, and the indices ``where`` selects, checked."""
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(tree)
     try:
         mask_leaves = treedef.flatten_up_to(masks)
     except (ValueError, TypeError) as e:
-        raise ValueError(f"masks must mirror params leaf for leaf: {e}") from None
+        raise ValueError(f"masks must mirror {'params' if what == 'weights' else what} leaf for leaf: {e}") from None
     chosen = [i for i, (path, _) in enumerate(leaves) if where(masks_lib.keys(path))]
     if not chosen:
-        raise ValueError("where= selects no leaf of params: nothing to prune")
-    weights = [jnp.asarray(leaves[i][1]) for i in chosen]
+        raise ValueError(f"where= selects no leaf of {'params' if what == 'weights' else what}: nothing to prune")
+    for i in chosen:
+        if jnp.shape(leaves[i][1]) != jnp.shape(mask_leaves[i]):
+            raise ValueError(f"mask of {masks_lib.layer_name(masks_lib.keys(leaves[i][0]))!r} has shape "
+                             f"{jnp.shape(mask_leaves[i])}, its {what} {jnp.shape(leaves[i][1])}")
+    return leaves, mask_leaves, chosen
+
+
+def _keep_pooled(flat_scores: jax.Array, tree: PyTree, mask_leaves: list, chosen: list[int], rate: Any) -> PyTree:
+    """Masks keeping the top :func:`survivors_after` of the selected leaves' alive entries pooled."""
     alive = [jnp.asarray(mask_leaves[i], bool) for i in chosen]
-    for i, w, m in zip(chosen, weights, alive, strict=True):
-        if w.shape != m.shape:
-            raise ValueError(f"mask of {masks_lib.layer_name(masks_lib.keys(leaves[i][0]))!r} has shape {m.shape}, "
-                             f"its weights {w.shape}")
-    scores = jnp.concatenate([jnp.abs(w).reshape(-1) for w in weights])
     flat_alive = jnp.concatenate([m.reshape(-1) for m in alive])
-    keep = keep_top_k(scores, flat_alive, survivors_after(jnp.sum(flat_alive, dtype=jnp.int32), rate))
+    keep = keep_top_k(flat_scores, flat_alive, survivors_after(jnp.sum(flat_alive, dtype=jnp.int32), rate))
     pieces = jnp.split(keep, np.cumsum([m.size for m in alive])[:-1].tolist())
     out = list(mask_leaves)
     for i, piece, m in zip(chosen, pieces, alive, strict=True):
         out[i] = piece.reshape(m.shape)
-    return jax.tree_util.tree_unflatten(treedef, out)
+    return jax.tree_util.tree_unflatten(jax.tree.structure(tree), out)
+
+
+# ------------------------------------------------------------------ given scores
+
+
+def _rankable(scores: jax.Array) -> jax.Array:
+    """``scores`` as float32 with NaN and -inf at the lowest finite value: they rank below every
+    other alive weight yet above the dead ones, so :func:`keep_top_k` still keeps exactly ``k``
+    (a NaN would sort after the dead entries and leave fewer). Finite scores are unchanged."""
+    s = jnp.asarray(scores).astype(jnp.float32)
+    return jnp.where(jnp.isnan(s) | (s == -jnp.inf), jnp.finfo(jnp.float32).min, s)
+
+
+def by_score(scores: PyTree, masks: PyTree, rates: PyTree) -> PyTree:
+    """Remove the lowest-scoring fraction ``rates`` of each leaf's *remaining* weights.
+
+    :func:`magnitude` with the ranking given rather than |w|, so a new pruning criterion (SNIP's
+    |g * w|, ...) is only a score tree: ``scores`` and ``rates`` mirror ``masks`` (``rates`` a
+    scalar per leaf, see :func:`layer_rates`). Counts and ties are :func:`magnitude`'s
+    (:func:`survivors_after`, ties by index); ``by_score(|params|, ...)`` is
+    ``magnitude(params, ...)`` bit for bit. Leaves whose rate is 0 keep their mask whatever their
+    scores; NaN and -inf scores rank lowest, so counts stay exact.
+    """
+    def prune_leaf(s, m, r):
+        m = jnp.asarray(m, bool)
+        keep = keep_top_k(_rankable(s), m, survivors_after(jnp.sum(m), r))
+        return jnp.where(jnp.asarray(r) == 0, m, keep)
+
+    return jax.tree.map(prune_leaf, scores, masks, rates)
+
+
+def global_by_score(scores: PyTree, masks: PyTree, rate: float | jax.Array,
+                    where: Callable[[Path], bool] = masks_lib.is_kernel) -> PyTree:
+    """Remove the lowest-scoring fraction ``rate`` of the *remaining* weights of all selected
+    leaves together: :func:`global_magnitude` with the ranking given rather than |w|.
+
+    ``scores`` mirrors ``masks`` leaf for leaf; ``where``, exact counts, ties (by flattened index)
+    and traced rates are :func:`global_magnitude`'s, and ``global_by_score(|params|, ...)`` is
+    ``global_magnitude(params, ...)`` bit for bit. NaN and -inf scores rank lowest.
+    """
+    rate = check_rate(rate)
+    leaves, mask_leaves, chosen = _selected(scores, masks, where, "scores")
+    flat = jnp.concatenate([_rankable(leaves[i][1]).reshape(-1) for i in chosen])
+    return _keep_pooled(flat, scores, mask_leaves, chosen, rate)

@@ -13,14 +13,20 @@ functions over ONE network's trees (the runner vmaps them over seeds):
 
 :class:`LayerwiseMagnitude` is the paper's MNIST rule, :class:`Units` its XOR rule, and
 :class:`Custom` wraps your own ``params, masks -> masks``.
+
+Rules that also see the initialisation and data (``uses_context = True``: :class:`ScoreRule`,
+:class:`Score`, :class:`SNIP`, :class:`MagnitudeAtInit`) take a :class:`Context` instead of the
+trained weights: ``to_level_ctx(network, ctx, value)`` and ``step_ctx(network, ctx)``. A new
+pruning criterion is then one function ``score(ctx) -> tree``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -233,3 +239,205 @@ class GlobalMagnitude:
         if mode != "oneshot":
             d["rate"] = self.rate
         return d
+
+
+# ------------------------------------------------------------------ rules that see init and data
+
+
+class Context(NamedTuple):
+    """What a :class:`ScoreRule` may look at, for ONE network (the runner builds it inside its
+    jit/vmap, so every field but ``loss`` is traced; ``loss`` closes over traced values and is
+    why a Context is built inside the traced function, never passed into one).
+
+    ``trained`` is None when pruning at initialisation (:attr:`ScoreRule.at_init`). ``batch`` is
+    ``(x, y)`` drawn for pruning (``batch_size`` examples); ``loss(params) -> scalar`` is the
+    training loss on that batch with ``masks`` applied inside it and the model state at hand.
+    The level value is not here: it is passed next to the context.
+    """
+
+    init: PyTree
+    trained: PyTree | None
+    masks: PyTree
+    batch: tuple[Any, Any]
+    loss: Callable[[PyTree], jax.Array]
+    key: jax.Array
+
+    @property
+    def params(self) -> PyTree:
+        """The weights being pruned: the trained ones, else the initial ones."""
+        return self.init if self.trained is None else self.trained
+
+    def grads(self) -> PyTree:
+        """``jax.grad(loss)`` at the masked :attr:`params`, the gradient w.r.t. the weights the
+        network uses (zero for pruned ones, through the mask inside ``loss``). A method, not a
+        field, so rules that need no gradient cost no backward pass."""
+        return jax.grad(self.loss)(masks_lib.apply(self.params, self.masks))
+
+
+SCOPES: tuple[str, ...] = ("layerwise", "global")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ScoreRule:
+    """Base of the rules that rank weights by a score of a :class:`Context`: a concrete rule
+    defines only ``score(self, ctx) -> tree`` (mirroring the params; only kernel leaves are
+    ranked, the highest survive) and inherits the levels, counts and hash from these fields.
+
+    ``scope="layerwise"`` prunes as :class:`LayerwiseMagnitude` (each layer at ``rate``, the
+    output layer at ``output_rate_factor`` of it); ``"global"`` as :class:`GlobalMagnitude` (one
+    threshold across all kernels, the output layer not special). ``at_init`` rules score the
+    initial weights (the runner passes ``trained=None``); the others the trained ones.
+    ``batch_size`` is how many examples the runner draws into ``ctx.batch``. Level values are
+    percents of weights kept, as for the magnitude rules, and the exact counts are theirs.
+
+    ``name`` (the lower-cased class name unless a subclass sets its own) enters the run's hash:
+    two different scores must not share one.
+    """
+
+    name: ClassVar[str]
+    uses_context: ClassVar[bool] = True  # the runner builds a Context and calls the *_ctx methods
+
+    rate: float = 0.2
+    output_rate_factor: float = 0.5
+    scope: str = "layerwise"
+    at_init: bool = True
+    batch_size: int = 100
+    full: float = 100.0
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = "name" in cls.__dict__ or "name" in cls.__dict__.get("__annotations__", {})
+        if not own and "name" not in {f.name for f in dataclasses.fields(cls)}:  # Score's is a field
+            cls.name = cls.__name__.lower()
+
+    def __post_init__(self) -> None:
+        if type(self).score is ScoreRule.score:
+            raise ValueError(f"{type(self).__name__} defines no score(ctx): subclass ScoreRule with one, "
+                             "or use Score(name, fn)")
+        if not isinstance(getattr(self, "name", None), str) or not self.name:
+            raise ValueError(f"{type(self).__name__} needs a non-empty name (it enters the run's hash)")
+        if not 0 < self.rate < 1:
+            raise ValueError(f"rate must be in (0, 1), not {self.rate}")
+        if not 0 <= self.output_rate_factor <= 1:
+            raise ValueError(f"output_rate_factor must be in [0, 1], not {self.output_rate_factor}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}, not {self.scope!r}")
+        if not isinstance(self.at_init, bool):
+            raise ValueError(f"at_init must be True or False, not {self.at_init!r}")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, not {self.batch_size!r}")
+        if not 0 < self.full <= 100:
+            raise ValueError(f"full is a percent of weights kept, in (0, 100], not {self.full}")
+
+    def score(self, ctx: Context) -> PyTree:
+        """Per-weight scores mirroring the params (higher survives). Subclasses define it."""
+        raise NotImplementedError
+
+    # -- what the runner calls
+
+    def to_level_ctx(self, network: Any, ctx: Context, value: Any) -> PyTree:
+        """One-shot: keep ``value`` percent (of each layer, or of all weights when global) of the
+        unpruned network, ranked by ``score(ctx)``; ``ctx.masks`` gives only the tree's shape."""
+        r = jnp.float32(1.0) - jnp.asarray(value, jnp.float32) / jnp.float32(100.0)  # as counts() computes it
+        return self._prune(network, self._scores(ctx), masks_lib.ones_like(ctx.masks), r)
+
+    def step_ctx(self, network: Any, ctx: Context) -> PyTree:
+        """One iterative round: remove ``rate`` of the weights alive in ``ctx.masks``."""
+        return self._prune(network, self._scores(ctx), ctx.masks, self.rate)
+
+    def start(self, network: Any, params: PyTree) -> PyTree:
+        return masks_lib.ones_like(params)
+
+    def value_after(self, rounds: int) -> float:
+        return round(100.0 * (1 - self.rate) ** rounds, 6)
+
+    def counts(self, network: Any, value: float | None = None, rounds: int | None = None) -> dict[str, int]:
+        """Exact survivors, as the magnitude rule of the same scope counts them (per layer, or one
+        pooled entry named by :meth:`GlobalMagnitude.pooled_name`)."""
+        return self._magnitude_twin().counts(network, value=value, rounds=rounds)
+
+    def hashed(self, mode: str) -> dict[str, Any]:
+        d: dict[str, Any] = {"rule": self.name, "scope": self.scope, "at_init": self.at_init,
+                             "batch_size": self.batch_size, "output_rate_factor": self.output_rate_factor}
+        if mode != "oneshot":  # one-shot prunes to each level directly: the rate plays no part
+            d["rate"] = self.rate
+        return d
+
+    def to_level(self, network: Any, trained: PyTree, masks: PyTree, value: Any) -> PyTree:
+        raise ValueError(f"rule {self.name!r} needs the runner's Context: call to_level_ctx(network, ctx, value)")
+
+    def step(self, network: Any, trained: PyTree, masks: PyTree) -> PyTree:
+        raise ValueError(f"rule {self.name!r} needs the runner's Context: call step_ctx(network, ctx)")
+
+    # -- helpers
+
+    def _magnitude_twin(self) -> LayerwiseMagnitude | GlobalMagnitude:
+        if self.scope == "global":
+            return GlobalMagnitude(rate=self.rate, full=self.full)
+        return LayerwiseMagnitude(rate=self.rate, output_rate_factor=self.output_rate_factor, full=self.full)
+
+    def _scores(self, ctx: Context) -> PyTree:
+        if self.at_init and ctx.trained is not None:
+            raise ValueError(f"rule {self.name!r} prunes at initialisation: build its Context with trained=None")
+        if not self.at_init and ctx.trained is None:
+            raise ValueError(f"rule {self.name!r} scores trained weights: its Context has trained=None")
+        scores = self.score(ctx)
+        if jax.tree.structure(scores) != jax.tree.structure(ctx.masks):
+            raise ValueError(f"rule {self.name!r}: score(ctx) must return a tree mirroring the params, got "
+                             f"{jax.tree.structure(scores)}")
+        for (path, s), m in zip(jax.tree_util.tree_leaves_with_path(scores), jax.tree.leaves(ctx.masks), strict=True):
+            if jnp.shape(s) != jnp.shape(m):
+                raise ValueError(f"rule {self.name!r}: score of {masks_lib.layer_name(masks_lib.keys(path))!r} "
+                                 f"has shape {jnp.shape(s)}, its weights {jnp.shape(m)}")
+        return scores
+
+    def _prune(self, network: Any, scores: PyTree, masks: PyTree, rate: Any) -> PyTree:
+        if self.scope == "global":
+            return pruning.global_by_score(scores, masks, rate)
+        rates = pruning.layer_rates(masks, rate, rate * self.output_rate_factor, output=network.output_layer())
+        return pruning.by_score(scores, masks, rates)
+
+
+@dataclasses.dataclass(frozen=True)
+class Score(ScoreRule):
+    """Your own score as a one-liner: ``Score("snip-abs", lambda ctx: ..., scope="global")``.
+    ``name`` enters the hash, so give each distinct score its own; the other fields are
+    :class:`ScoreRule`'s (keywords)."""
+
+    name: str
+    fn: Callable[[Context], PyTree]
+
+    def __post_init__(self) -> None:
+        if not callable(self.fn):
+            raise ValueError(f"Score {self.name!r}: fn must be a function of a Context, not {self.fn!r}")
+        super().__post_init__()
+
+    def score(self, ctx: Context) -> PyTree:
+        return self.fn(ctx)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SNIP(ScoreRule):
+    """SNIP (Lee et al. 2019): connection sensitivity |g * w|, the loss's first-order change when
+    a weight is removed, with g = ``ctx.grads()`` on one batch at the weights the context holds
+    (the initial ones, at_init). The paper divides by the sum over all weights; one positive
+    constant changes no ranking, so it is left out. The paper pools all layers: ``scope="global"``.
+    """
+
+    def score(self, ctx: Context) -> PyTree:
+        return jax.tree.map(lambda g, w: jnp.abs(g * w), ctx.grads(), ctx.params)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MagnitudeAtInit(ScoreRule):
+    """|w| of the initial weights: the "magnitude at initialisation" baseline of the pruning-at-init
+    literature (Frankle et al. 2021), no data and no gradient needed. For trained weights use
+    :class:`LayerwiseMagnitude` or :class:`GlobalMagnitude`."""
+
+    def __post_init__(self) -> None:
+        if not self.at_init:
+            raise ValueError("MagnitudeAtInit scores the initial weights: at_init must be True")
+        super().__post_init__()
+
+    def score(self, ctx: Context) -> PyTree:
+        return jax.tree.map(jnp.abs, ctx.init)

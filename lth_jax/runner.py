@@ -81,10 +81,12 @@ from typing import Any, NamedTuple, Protocol
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
+from lth_jax import contract as contract_lib
+from lth_jax import datasets, programs, rules, store, transforms
 from lth_jax import devices as devices_lib
 from lth_jax import masks as masks_lib
-from lth_jax import programs, store, transforms
 
 PyTree = Any
 MODES: tuple[str, ...] = ("oneshot", "iterative", "han")
@@ -92,6 +94,8 @@ ROLES: tuple[str, ...] = ("ticket", "reinit", "shuffle", "random", "continue")
 CONTROLS: tuple[str, ...] = ("reinit", "shuffle", "random")
 CONTINUE_SLOT = 1000
 INIT = "init"  # record holding the initial weights of every seed
+INIT_STATE = "init_state"  # beside them in that record: the initial model state (modules with state only)
+STATE = "state"  # trainer outputs: every trial's trained model state
 SNAPSHOTS = "snapshots"  # prefix of the originals' snapshots in the level-0 record
 MAX_ROUNDS = 500
 
@@ -162,9 +166,24 @@ class Network:
         """What decides the compiled training program: :attr:`architecture` or the module."""
         return (self.module if self.architecture is None else self.architecture, self.input_shape, self.output)
 
+    def contract(self) -> contract_lib.Contract:
+        """How the trainer calls the module: its state collections, rng streams and ``train``
+        flag (:func:`lth_jax.contract.describe`; a module unfit for training raises
+        :class:`lth_jax.contract.ModelError` in one line)."""
+        return contract_lib.describe(self.module, self.input_shape)
+
     def init(self, key: jax.Array) -> PyTree:
         """The ``params`` collection for one network from ``key``."""
-        return self.module.init(key, jnp.zeros((1, *self.input_shape), jnp.float32))["params"]
+        return self.contract().params(key)
+
+    def init_state(self, key: jax.Array) -> dict[str, PyTree]:
+        """The model state (every collection but ``params``) for one network from ``key``."""
+        return self.contract().state(key)
+
+    @property
+    def stateful(self) -> bool:
+        """Whether the module has state collections (BatchNorm's ``batch_stats``, ...)."""
+        return bool(self.contract().collections)
 
     def shapes(self) -> PyTree:
         """Shapes and dtypes of the params (nothing runs)."""
@@ -330,7 +349,10 @@ class SeedKeys:
       ``Procedure.paired_batches`` every control is slot 0, its ticket's;
     - reinit control ``j``: ``fold_in(fold_in(fold_in(root, 2), level_id), j)``; shuffle
       control ``j``: the same with 3 in place of 2; random-mask control ``j``: with 4.
-      ``level_id`` is the round (iterative, han) or ``round(value * 1000)`` (one-shot).
+      ``level_id`` is the round (iterative, han) or ``round(value * 1000)`` (one-shot);
+    - a rule that sees a batch (:meth:`prune`): stream 5, ``fold_in(fold_in(root, 5), level_id)``;
+    - a module's own rng streams (dropout, ...) and the data set's augmentation at step ``t``:
+      ``fold_in(fold_in(batch key, t), crc32(name))`` (:func:`lth_jax.contract.stream_key`).
     """
 
     STREAMS = {"reinit": 2, "shuffle": 3, "random": 4}
@@ -350,6 +372,12 @@ class SeedKeys:
 
     def code(self, level: Level) -> int:
         return level.level_id
+
+    def prune(self, seeds: jax.Array, code: jax.Array) -> jax.Array:
+        """(n,) keys of a rule that sees a batch (:class:`lth_jax.rules.Context`) at the level
+        numbered ``code``: ``fold_in(fold_in(root, 5), level_id)``; its batch is drawn with
+        ``fold_in(., 0)``, its own key is ``fold_in(., 1)``, the loss's rng streams ``fold_in(., 2)``."""
+        return jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), 5), code))(seeds)
 
     def control(self, seeds: jax.Array, role: str, code: jax.Array, replicate: jax.Array) -> jax.Array:
         stream = self.STREAMS[role]
@@ -411,7 +439,10 @@ class Lottery:
     prune: Any      # Rule
     trainer: Any    # Trainer
     judge: Any      # Judge
-    data: str = "data"          # the dataset's name (enters the hash)
+    # The data: a lth_jax.datasets.Dataset (its name, content fingerprint, augmentation and
+    # normalisation enter the hash) or, for arrays passed to run(), a name (checked against the
+    # fingerprint stored with the run, so changed content is refused rather than reused).
+    data: Any = "data"
     keys: Any = SeedKeys()      # Keys
     extra: tuple[tuple[str, Any], ...] = ()  # stored beside the hash, not hashed (e.g. flat settings)
     # Compile the set-up programs (control draws, pruning) at -O0 on CPU: fast to compile, and
@@ -443,7 +474,8 @@ class Lottery:
         """Everything that determines the trained numbers: the run directory's hash (with the
         convergence rule when trainings stop at convergence: where they stop depends on it)."""
         out = {**self.network.hashed(), **self.procedure.hashed(), **self.trainer.hashed(),
-               **self.prune.hashed(self.procedure.mode), **self.keys.hashed(), "data": self.data}
+               **self.prune.hashed(self.procedure.mode), **self.keys.hashed(),
+               "data": self.data.hashed() if datasets.is_dataset(self.data) else self.data}
         if self.procedure.stop_at_convergence:
             out["stop_rule"] = self.judge.extra()
         return out
@@ -458,6 +490,10 @@ class Lottery:
 
     def replace(self, **changes: Any) -> Lottery:
         return dataclasses.replace(self, **changes)
+
+    def pipeline(self) -> Any:
+        """The data set's augmentation and normalisation, traced inside each step (or None)."""
+        return self.data.pipeline() if datasets.is_dataset(self.data) else None
 
 
 # ---------------------------------------------------------------- the plan
@@ -539,9 +575,19 @@ def _init_program(network: Network) -> Callable:
 
 def initial_params(lottery: Lottery, seeds: Sequence[int] | None = None) -> PyTree:
     """Initial weights of ``seeds`` (default: the procedure's), stacked on a leading axis."""
+    return _init_program(lottery.network)(_seed_init_keys(lottery, seeds))
+
+
+def initial_state(lottery: Lottery, seeds: Sequence[int] | None = None) -> PyTree | None:
+    """Initial model state of ``seeds`` (drawn with their weights' keys), or None when stateless."""
+    if not lottery.network.stateful:
+        return None
+    return jax.jit(jax.vmap(lottery.network.init_state))(_seed_init_keys(lottery, seeds))
+
+
+def _seed_init_keys(lottery: Lottery, seeds: Sequence[int] | None) -> jax.Array:
     seeds = lottery.procedure.seeds if seeds is None else tuple(seeds)
-    keys = _init_keys(lottery.keys)(jnp.asarray(seeds, jnp.uint32), jnp.uint32(lottery.keys.init_code()))
-    return _init_program(lottery.network)(keys)
+    return _init_keys(lottery.keys)(jnp.asarray(seeds, jnp.uint32), jnp.uint32(lottery.keys.init_code()))
 
 
 @functools.lru_cache(maxsize=64)
@@ -647,6 +693,35 @@ def build_trials(lottery: Lottery, init: PyTree, masks: PyTree, level: Level,
     return params, trial_masks, batch_keys
 
 
+@functools.lru_cache(maxsize=32)
+def _state_builder(network: Network, n: int, n_re: int, n_sh: int, n_ra: int, han: bool) -> Callable:
+    def build(start, chain, reinit_keys):
+        rows = [start]
+        if n_re:
+            rows.append(jax.vmap(network.init_state)(reinit_keys))
+        rows += [_repeat(n, start, count) for count in (n_sh, n_ra) if count]
+        if han:
+            rows.append(chain)
+        return _concat(rows)
+
+    return jax.jit(build)
+
+
+def trial_states(lottery: Lottery, start: PyTree | None, level: Level, chain: PyTree | None = None) -> PyTree:
+    """The model state every trial of a level starts from (order of :func:`layout`), or None for
+    a stateless module. The state is not a weight, so it is never masked, pruned or shuffled:
+    tickets and shuffle / random-mask controls start from ``start`` (the seeds' initial state, or
+    the originals' step-k state when late rewinding, as a rewound checkpoint would), reinit
+    controls from a fresh one drawn with their weights' keys, Han's chain from ``chain`` (its
+    trained state)."""
+    if start is None:
+        return None
+    p = lottery.procedure
+    (n_re, n_sh, n_ra), (reinit_keys, *_) = _control_keys(lottery, level)
+    return _state_builder(lottery.network, len(p.seeds), n_re, n_sh, n_ra, p.mode == "han")(
+        start, start if chain is None else chain, reinit_keys)
+
+
 def _moved_slots(state: PyTree, like: PyTree, move: Callable[[PyTree], PyTree]) -> PyTree:
     """``state`` (an optimiser state) with ``move`` applied to every sub-tree shaped like the
     params ``like`` (momentum, Adam's moments) and the rest (step counts) kept."""
@@ -724,6 +799,13 @@ def original_snapshot(lottery: Lottery, record: store.Record, step: int) -> tupl
     return params, state
 
 
+def snapshot_model_state(lottery: Lottery, record: store.Record, step: int) -> PyTree | None:
+    """The originals' model state after ``step`` (leading seed axis; None when stateless)."""
+    if not lottery.network.stateful:
+        return None
+    return _tree(record, f"{SNAPSHOTS}/{step}/{STATE}")
+
+
 # ---------------------------------------------------------------- pruning between levels
 
 
@@ -741,17 +823,81 @@ def _tree(record: store.Record, key: str) -> PyTree:
     return jax.tree.map(jnp.asarray, store.subtree(record.arrays, key))
 
 
-def ticket_masks(lottery: Lottery, path: Path, init: PyTree, level: Level, previous: Level | None) -> PyTree:
-    """The ticket masks of ``level`` (per seed), derived from what the store holds."""
+def ticket_masks(lottery: Lottery, path: Path, init: PyTree, level: Level, previous: Level | None,
+                 data: Any = None) -> PyTree:
+    """The ticket masks of ``level`` (per seed), derived from what the store holds (and, for a
+    rule that sees a batch, ``data``)."""
     to_level, step, start = _pruners(lottery.network, lottery.prune, True)
     if previous is None:
         return start(init)
+    if getattr(lottery.prune, "uses_context", False):
+        return _context_masks(lottery, path, init, level, previous, data)
     if lottery.procedure.mode == "oneshot":
         original = store.load_level(path, plan(lottery)[0].name)
         return to_level(_tree(original, "trained"), _tree(original, "masks"), jnp.float32(level.value))
     prev = store.load_level(path, previous.name)
     source = "chain" if lottery.procedure.mode == "han" else "trained"
     return step(_tree(prev, source), _tree(prev, "masks"))
+
+
+@functools.lru_cache(maxsize=32)
+def _context_pruners(network: Network, rule: Any, pipeline: Any) -> tuple[Callable, Callable]:
+    """Jitted, vmapped over seeds: ``(init, trained, masks, state, key, x, y[, value]) -> masks`` of a
+    rule that sees a :class:`lth_jax.rules.Context`."""
+    contract = network.contract()
+
+    def context(init, trained, masks, state, key, x_all, y_all):
+        idx = jax.random.randint(jax.random.fold_in(key, 0), (rule.batch_size,), 0, x_all.shape[0])
+        x, y = x_all[idx], y_all[idx]
+        if pipeline is not None:
+            x = pipeline.test(x)
+
+        def loss(params):
+            logits, _ = contract.apply(masks_lib.apply(params, masks), state, x, train=True,
+                                       key=jax.random.fold_in(key, 2))
+            return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y))
+
+        return rules.Context(init, trained, masks, (x, y), loss, jax.random.fold_in(key, 1))
+
+    def to_level(init, trained, masks, state, key, x, y, value):
+        return rule.to_level_ctx(network, context(init, trained, masks, state, key, x, y), value)
+
+    def step(init, trained, masks, state, key, x, y):
+        return rule.step_ctx(network, context(init, trained, masks, state, key, x, y))
+
+    axes = (0, 0, 0, 0, 0, None, None)
+    return (jax.jit(jax.vmap(to_level, in_axes=(*axes, None))), jax.jit(jax.vmap(step, in_axes=axes)))
+
+
+def _context_masks(lottery: Lottery, path: Path, init: PyTree, level: Level, previous: Level,
+                   data: Any) -> PyTree:
+    """Masks of a context rule: from the initial weights (``at_init``) or the source level's trained
+    ones, the source level's masks (all ones for one-shot), a batch and a key per seed drawn by
+    :meth:`SeedKeys.prune`, the loss in training mode (BatchNorm on batch statistics, dropout drawn
+    from the key; the state it computes is dropped)."""
+    rule, p = lottery.prune, lottery.procedure
+    if data is None:
+        raise SetupError(f"rule {rule.name!r} sees a batch: the runner needs the training data")
+    prune_keys = getattr(lottery.keys, "prune", None)
+    if prune_keys is None:
+        raise SetupError(f"rule {rule.name!r} sees a batch, which the key scheme {type(lottery.keys).__name__} "
+                         "does not derive (it has no prune stream)")
+    x, y = (data[0] if isinstance(data[0], tuple | list) else data)
+    source = plan(lottery)[depends_on(lottery, plan(lottery).index(level))]
+    record = store.load_level(path, source.name)
+    n = len(p.seeds)
+    masks = jax.vmap(lambda q: rule.start(lottery.network, q))(init) if p.mode == "oneshot" else \
+        _tree(record, "masks")
+    if rule.at_init:
+        trained, state = None, stored_init_state(lottery, path)
+    else:
+        trained = _tree(record, "chain" if p.mode == "han" else "trained")
+        state = None if not lottery.network.stateful else jax.tree.map(lambda a: a[:n], _tree(record, STATE))
+    keys = prune_keys(jnp.asarray(p.seeds, jnp.uint32), jnp.uint32(lottery.keys.code(level)))
+    to_level, step = _context_pruners(lottery.network, rule, lottery.pipeline())
+    if p.mode == "oneshot":
+        return to_level(init, trained, masks, state, keys, x, y, jnp.float32(level.value))
+    return step(init, trained, masks, state, keys, x, y)
 
 
 # ---------------------------------------------------------------- running
@@ -778,9 +924,20 @@ def stored_init(lottery: Lottery, path: str | Path, progress: Progress | None = 
     if not store.done(path, INIT):
         _report_problem(path, INIT, progress)
         init = store.flatten(jax.device_get(initial_params(lottery)), "init")
+        state = initial_state(lottery)
+        if state is not None:
+            init.update(store.flatten(jax.device_get(state), INIT_STATE))
         devices_lib.written(f"{path}/{INIT}", lambda: store.save_level(
             path, INIT, init, {"order": -10**9, "seeds": list(lottery.procedure.seeds)}))
     return _tree(store.load_level(path, INIT), "init")
+
+
+def stored_init_state(lottery: Lottery, path: str | Path) -> PyTree | None:
+    """The run's initial model state (leading seed axis) from its ``init`` record, or None for a
+    stateless module."""
+    if not lottery.network.stateful:
+        return None
+    return _tree(store.load_level(path, INIT), INIT_STATE)
 
 
 def _report_problem(path: str | Path, name: str, progress: Progress | None) -> None:
@@ -804,7 +961,7 @@ def signature(lottery: Lottery) -> tuple:
     rewind step and the same stopping rule (each keeps its own mode, plan and pruning rule)."""
     p = lottery.procedure
     stop = (p.stop_every, frozen(lottery.judge.extra())) if p.stop_at_convergence else None
-    return (lottery.network.program(), lottery.trainer.signature(), p.rewind_step, stop)
+    return (lottery.network.program(), lottery.trainer.signature(), p.rewind_step, stop, lottery.pipeline())
 
 
 def stoppable(lottery: Lottery, plan_: Sequence[Level], index: int) -> np.ndarray:
@@ -831,7 +988,81 @@ def base_lottery(lottery: Lottery) -> Lottery:
     return lottery.replace(procedure=dataclasses.replace(lottery.procedure, rewind_step=0, stop_at_convergence=False))
 
 
-def run(lottery: Lottery, data: Any, root: str | Path, **kw: Any) -> Path:
+class SetupError(ValueError):
+    """A lottery that cannot run as given, named in one line before anything is written."""
+
+
+def check(lottery: Lottery, data: Any = None) -> None:
+    """Refuse, in one line, what would fail (or silently mislead) once training starts: a module
+    that cannot be applied to its declared input with the trainer's collections, rngs and
+    ``train`` flag, or whose output is not ``(batch, classes)``
+    (:class:`lth_jax.contract.ModelError`); a judge that reads the curves on another grid than
+    the trainer records them; data whose examples do not have the network's input shape or
+    whose labels exceed its classes."""
+    net, trainer, judge = lottery.network, lottery.trainer, lottery.judge
+    contract = net.contract()
+    every, judged = getattr(trainer, "eval_every", None), getattr(judge, "eval_every", None)
+    if every is not None and judged is not None and every != judged:
+        raise SetupError(f"the judge reads curves every {judged} steps but the trainer evaluates every {every}: "
+                         "give both the same eval_every")
+    if data is None:
+        return
+    splits = data if isinstance(data[0], tuple | list) else (data,)  # (train, test) or one (x, y)
+    for name, (x, y) in zip(("training", "test"), splits, strict=False):
+        if tuple(x.shape[1:]) != net.input_shape:
+            raise SetupError(f"{name} examples have shape {tuple(x.shape[1:])}, the network's input_shape is "
+                             f"{net.input_shape}")
+        if jnp.issubdtype(y.dtype, jnp.integer) and int(jnp.max(y)) >= contract.classes:
+            raise SetupError(f"{name} labels go up to {int(jnp.max(y))} but the network has {contract.classes} "
+                             "outputs")
+
+
+def _data_for(lotteries: Sequence[Lottery], data: Any) -> Any:
+    """The arrays the trainers take: ``data`` as given, or the lotteries' data set on the device."""
+    sets = {id(lt.data): lt.data for lt in lotteries if datasets.is_dataset(lt.data)}
+    if datasets.is_dataset(data):
+        sets.setdefault(id(data), data)
+    if len(sets) > 1:
+        raise SetupError("lotteries run together must share one data set: run each data set on its own")
+    if sets:
+        (dataset,) = sets.values()
+        if data is not None and not datasets.is_dataset(data):
+            raise SetupError(f"the lottery names data set {dataset.name!r}: pass no other arrays to run()")
+        return dataset.device_arrays()
+    if data is None:
+        raise SetupError("no data: pass the arrays to run(), or give the lottery a lth_jax.datasets.Dataset")
+    return data
+
+
+_FINGERPRINTS: dict[tuple[int, ...], tuple[Any, str]] = {}
+
+
+def _fingerprint(data: Any) -> str:
+    """:func:`lth_jax.datasets.digest` of arrays handed to the runner, once per set of array objects."""
+    key = tuple(id(leaf) for leaf in jax.tree.leaves(data))
+    if key not in _FINGERPRINTS:
+        if len(_FINGERPRINTS) >= 4:
+            _FINGERPRINTS.pop(next(iter(_FINGERPRINTS)))
+        _FINGERPRINTS[key] = (data, datasets.digest(data))  # the arrays are kept, so their ids stay theirs
+    return _FINGERPRINTS[key][1]
+
+
+def _check_named_data(lottery: Lottery, root: str | Path, fingerprint: str) -> None:
+    """Arrays under a plain name: the run remembers their fingerprint and refuses other content."""
+    settings = Path(run_dir(lottery, root)) / "settings.json"
+    if not settings.exists():
+        return
+    try:
+        stored = store.load_settings(settings.parent)["extra"].get("data_fingerprint")
+    except store.StoreError:
+        return  # a damaged settings file is rewritten
+    if stored is not None and stored != fingerprint:
+        raise SetupError(f"the arrays named {lottery.data!r} are not those {settings.parent} was trained on "
+                         f"(fingerprint {fingerprint}, stored {stored}): name them differently, or pass a "
+                         "lth_jax.datasets.Dataset, whose content enters the hash")
+
+
+def run(lottery: Lottery, data: Any = None, root: str | Path = "runs", **kw: Any) -> Path:
     """Run (or resume) one lottery; returns its run directory under ``root``. See :func:`run_groups`."""
     return run_groups([lottery], data, root, **kw)[0]
 
@@ -866,6 +1097,13 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     """
     if not lotteries:
         return []
+    data = _data_for(lotteries, data)
+    for lt in lotteries:  # before any folder, record or lock is written
+        check(lt, data)
+    named = [lt for lt in lotteries if not datasets.is_dataset(lt.data)]
+    fingerprint = _fingerprint(data) if named else None
+    for lt in named:
+        _check_named_data(lt, root, fingerprint)
     progress = progress or Progress()
     if memory_budget_mb is not None and memory_budget_mb <= 0:
         raise ValueError(f"memory_budget_mb must be positive, not {memory_budget_mb}")
@@ -888,7 +1126,9 @@ def run_groups(lotteries: Sequence[Lottery], data: Any, root: str | Path, *, pro
     with _locks(dirs, progress):
         paths = [run_dir(lt, root) for lt in lotteries]
         devices_lib.written(f"{root}/open", lambda: [
-            store.open_run(root, lt.hashed(), prefix=lt.procedure.mode, extra=lt.unhashed()) for lt in lotteries])
+            store.open_run(root, lt.hashed(), prefix=lt.procedure.mode, extra={
+                **lt.unhashed(), **({} if datasets.is_dataset(lt.data) else {"data_fingerprint": fingerprint})})
+            for lt in lotteries])
         classes: dict[tuple, dict[Path, Lottery]] = {}
         for lt, path in zip(lotteries, paths, strict=True):
             classes.setdefault(signature(lt), {})[path] = lt  # the same lottery twice runs once
@@ -1050,23 +1290,34 @@ def _train_program(jobs: list[_Job], lotteries: Sequence[Lottery], paths: list[P
                 inits[g] = stored_init(lt, paths[g], progress)
             init = inits[g]
         previous = plans[g][depends_on(lt, i)] if i else None
-        masks = ticket_masks(lt, job.path, init, level, previous)
+        masks = ticket_masks(lt, job.path, init, level, previous, data)
         if rewound:
             if snapshots[g] is None:
-                snapshots[g] = original_snapshot(lt, store.load_level(paths[g], plans[g][0].name), k)
-            parts.append((job, masks, programs.Trials(*rewound_trials(lt, snapshots[g], masks, level))))
+                level0 = store.load_level(paths[g], plans[g][0].name)
+                snapshots[g] = (*original_snapshot(lt, level0, k), snapshot_model_state(lt, level0, k))
+            states = trial_states(lt, snapshots[g][2], level)
+            parts.append((job, masks, programs.Trials(*rewound_trials(lt, snapshots[g][:2], masks, level),
+                                                      model_state=states)))
             continue
-        chain = None
+        chain = chain_state = None
+        start_state = stored_init_state(lt, job.path)
         if lt.procedure.mode == "han":
             chain = init if previous is None else _tree(store.load_level(job.path, previous.name), "chain")
-        parts.append((job, masks, programs.Trials(*build_trials(lt, init, masks, level, chain))))
+            if start_state is not None and previous is not None:
+                rows = slice(-len(lt.procedure.seeds), None)  # the chain's rows are the level's last
+                chain_state = jax.tree.map(lambda a, rows=rows: a[rows],
+                                           _tree(store.load_level(job.path, previous.name), STATE))
+        states = trial_states(lt, start_state, level, chain_state)
+        parts.append((job, masks, programs.Trials(*build_trials(lt, init, masks, level, chain), model_state=states)))
     sizes = [int(p[2].keys.shape[0]) for p in parts]
     stops = np.concatenate([stoppable(job.lottery, plans[job.g], i) for job, i in zip(jobs, index, strict=True)])
-    trials = programs.Trials(*(None if parts[0][2][f] is None else _concat([p[2][f] for p in parts])
-                               for f in range(4)),
-                             stops if stops.any() else None)
+    stacked = [None if parts[0][2][f] is None else _concat([p[2][f] for p in parts]) for f in range(6)]
+    stacked[4] = stops if stops.any() else None
+    trials = programs.Trials(*stacked)
     program = programs.Program(first.trainer, first.network, trials, budget, placement, sizes)
     how: dict[str, Any] = {"start_step": k} if rewound else {}
+    if first.pipeline() is not None:
+        how["pipeline"] = first.pipeline()
     if stops.any():
         how["stop"] = first.judge.stop(first.procedure.stop_every)
     steps = sorted({s for job in jobs for s in job.lottery.procedure.snapshots()}) if index[0] == 0 else []
@@ -1091,6 +1342,8 @@ def _train_program(jobs: list[_Job], lotteries: Sequence[Lottery], paths: list[P
                                 diverged_sources(lt, job.path, plans[job.g], i))
         if rewound:
             metrics["rewind_step"] = k
+        if i and getattr(lt.prune, "at_init", False):  # masks from the initial weights, not from a training
+            metrics["pruned_at_init"] = True
         if steps:
             metrics["snapshot_steps"] = steps
         if group is not None:
@@ -1145,8 +1398,10 @@ def _add_snapshots(lottery: Lottery, path: Path, level: Level, data: Any, progre
     alone = lottery.replace(procedure=dataclasses.replace(lottery.procedure, reinit=0, shuffle=0, random=0))
     masks = ticket_masks(alone, path, init, level, None)
     params, tmasks, keys = build_trials(alone, init, masks, level)
-    (block,) = programs.Program(lottery.trainer, lottery.network, programs.Trials(params, tmasks, keys), budget,
-                                placement).run(data, progress, snapshot_steps=tuple(missing), stop_step=missing[-1])
+    trials = programs.Trials(params, tmasks, keys, model_state=stored_init_state(alone, path))
+    how = {} if lottery.pipeline() is None else {"pipeline": lottery.pipeline()}
+    (block,) = programs.Program(lottery.trainer, lottery.network, trials, budget, placement).run(
+        data, progress, snapshot_steps=tuple(missing), stop_step=missing[-1], **how)
     outputs = block.outputs
     new = {key: v for key, v in outputs.items() if key.startswith(SNAPSHOTS + store.SEP)}
     devices_lib.written(f"{path}/{level.name}/snapshots", lambda: store.save_level(

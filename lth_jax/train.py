@@ -21,6 +21,10 @@ from lth_jax import optimizers
 
 PyTree = Any
 LossFn = Callable[[PyTree, Any], jax.Array]
+# (params, model_state, batch, key) -> (loss, new model_state)
+StatefulLoss = Callable[[PyTree, PyTree, Any, jax.Array], tuple[jax.Array, PyTree]]
+# (params, model_state, data) -> accuracy
+StatefulEval = Callable[[PyTree, PyTree, Any], jax.Array]
 
 
 def masked_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Callable:
@@ -30,6 +34,19 @@ def masked_step(loss_fn: LossFn, optimizer: optax.GradientTransformation) -> Cal
         loss, grads = jax.value_and_grad(loss_fn)(params, batch)
         params, opt_state = _masked_update(optimizer, grads, opt_state, params, masks)
         return params, opt_state, loss
+
+    return step
+
+
+def stateful_step(loss_fn: StatefulLoss, optimizer: optax.GradientTransformation) -> Callable:
+    """``step(params, opt_state, masks, model_state, batch, key) -> (params, opt_state, model_state, loss)``:
+    :func:`masked_step` for a model with state (BatchNorm's statistics) and randomness (dropout).
+    The state is never masked: it is not a weight."""
+
+    def step(params, opt_state, masks, model_state, batch, key):
+        (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, model_state, batch, key)
+        params, opt_state = _masked_update(optimizer, grads, opt_state, params, masks)
+        return params, opt_state, model_state, loss
 
     return step
 
@@ -132,17 +149,24 @@ class TrainState(NamedTuple):
     diverged_at: jax.Array   # int32: first step whose loss was NaN/inf, or -1
     step: jax.Array          # int32: steps taken so far (batches are keyed on it)
     stop_at: jax.Array = NEVER  # int32: from this step on the trial is frozen (stopped at convergence)
+    model_state: PyTree = None  # the module's other collections (batch_stats, ...); None: it has none
 
 
-def start(optimizer: optax.GradientTransformation, params: PyTree, masks: PyTree) -> TrainState:
+def start(optimizer: optax.GradientTransformation, params: PyTree, masks: PyTree,
+          model_state: PyTree = None) -> TrainState:
     """The state before the first step: masked params, fresh optimiser state, step 0, never stopped."""
     params = masks_lib.apply(params, masks)
-    return TrainState(params, optimizer.init(params), jnp.int32(-1), jnp.int32(0), jnp.int32(NEVER))
+    return TrainState(params, optimizer.init(params), jnp.int32(-1), jnp.int32(0), jnp.int32(NEVER), model_state)
 
 
-def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],
-                      optimizer: optax.GradientTransformation, num_steps: int, batch_size: int,
-                      eval_every: int) -> Callable:
+def stateless(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array]) -> tuple[StatefulLoss, StatefulEval]:
+    """A model without state or randomness in the form :func:`minibatch_segment` takes."""
+    return (lambda params, state, batch, key: (loss_fn(params, batch), state),
+            lambda params, state, data: eval_fn(params, data))
+
+
+def minibatch_segment(loss_fn: LossFn | StatefulLoss, eval_fn: Callable, optimizer: optax.GradientTransformation,
+                      num_steps: int, batch_size: int, eval_every: int, *, stateful: bool = False) -> Callable:
     """``segment(state, masks, key, train_data, test_data) -> (state, Curve)``: ``num_steps``
     more steps of :func:`minibatch` from ``state`` (see :func:`start`).
 
@@ -151,10 +175,17 @@ def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Arra
     report progress between segments while each segment stays one compiled program.
     From step ``state.stop_at`` on a trial is frozen: its weights and optimiser state no
     longer change (a driver stops trials that have converged this way, between segments).
+
+    ``stateful=True``: ``loss_fn(params, model_state, batch, key) -> (loss, model_state)`` and
+    ``eval_fn(params, model_state, test_data)`` (:func:`lth_jax.model.Model.losses`); the step
+    of ``t`` gets the key ``fold_in(key, t)`` that draws its batch, from which the model derives
+    its own streams. Otherwise ``loss_fn(params, batch)`` and ``eval_fn(params, test_data)``.
     """
     if num_steps % eval_every:
         raise ValueError(f"num_steps={num_steps} must be a multiple of eval_every={eval_every}")
-    step = masked_step(loss_fn, optimizer)
+    if not stateful:
+        loss_fn, eval_fn = stateless(loss_fn, eval_fn)
+    step = stateful_step(loss_fn, optimizer)
 
     def segment(state, masks, key, train_data, test_data):
         # jnp, so host (numpy) data can be indexed by the traced batch indices.
@@ -162,27 +193,28 @@ def minibatch_segment(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Arra
         n = x_all.shape[0]
 
         def one_step(carry, t):
-            p, s, diverged_at = carry
-            idx = jax.random.randint(jax.random.fold_in(key, t), (batch_size,), 0, n)
-            new_p, new_s, loss = step(p, s, masks, (x_all[idx], y_all[idx]))
+            p, s, ms, diverged_at = carry
+            step_key = jax.random.fold_in(key, t)
+            idx = jax.random.randint(step_key, (batch_size,), 0, n)
+            new_p, new_s, new_ms, loss = step(p, s, masks, ms, (x_all[idx], y_all[idx]), step_key)
             live = t < state.stop_at
             bad = ~jnp.isfinite(loss)
             diverged_at = jnp.where((diverged_at < 0) & bad & live, t, diverged_at)
             ok = (diverged_at < 0) & live
             keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
-            return (keep(new_p, p), keep(new_s, s), diverged_at), loss
+            return (keep(new_p, p), keep(new_s, s), keep(new_ms, ms), diverged_at), loss
 
         def one_eval(carry, e):
             ts = state.step + e * eval_every + jnp.arange(eval_every)
             carry, losses = jax.lax.scan(one_step, carry, ts)
-            acc = eval_fn(carry[0], test_data)
-            acc = jnp.where(carry[2] < 0, acc, jnp.nan)
+            acc = eval_fn(carry[0], carry[2], test_data)
+            acc = jnp.where(carry[3] < 0, acc, jnp.nan)
             return carry, (acc, losses[-1])
 
-        init = (state.params, state.opt_state, state.diverged_at)
-        (params, opt_state, diverged_at), (acc, loss) = jax.lax.scan(
+        init = (state.params, state.opt_state, state.model_state, state.diverged_at)
+        (params, opt_state, model_state, diverged_at), (acc, loss) = jax.lax.scan(
             one_eval, init, jnp.arange(num_steps // eval_every))
-        return (TrainState(params, opt_state, diverged_at, state.step + num_steps, state.stop_at),
+        return (TrainState(params, opt_state, diverged_at, state.step + num_steps, state.stop_at, model_state),
                 Curve(acc, loss, diverged_at))
 
     return segment

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -39,19 +40,34 @@ def _positive(name: str, value: float) -> None:
 
 @dataclasses.dataclass(frozen=True)
 class Minibatch:
-    """Mini-batch training with test curves (the paper's MNIST: SGD 0.05, batch 100, 50,000 iterations)."""
+    """Mini-batch training with test curves (the paper's MNIST: SGD 0.05, batch 100, 50,000 iterations).
 
-    optimizer: str = "sgd"
-    lr: float = 0.05
+    ``optimizer`` is a name of :data:`lth_jax.optimizers.NAMES` (with ``lr`` a rate or a schedule
+    spec such as ``optimizers.Cosine(0.1, 30_000)``), a spec of :mod:`lth_jax.optimizers`
+    (``optimizers.SGD(optimizers.Warmup(...), momentum=0.9, nesterov=True)``, which carries its
+    own rate: leave ``lr`` unset), or any ``optax.GradientTransformation`` together with
+    ``optimizer_name`` (which enters the run's hash, as a custom rule's name does). Masks are
+    exact under any of them (:func:`lth_jax.train.stateful_step` masks gradients, updates and
+    weights).
+    """
+
+    optimizer: Any = "sgd"
+    lr: Any = None  # named optimisers: a rate or a schedule spec (None: 0.05, the paper's)
     batch_size: int = 100
     iterations: int = 50_000
     eval_every: int = 100
     chunk_steps: int | None = None  # steps per compiled call (progress only; results do not change)
+    optimizer_name: str | None = None  # names an optax transformation in the hash
 
     def __post_init__(self) -> None:
-        if self.optimizer not in train.OPTIMIZERS:
+        named = isinstance(self.optimizer, str)
+        if named and self.optimizer not in train.OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(train.OPTIMIZERS)}, not {self.optimizer!r}")
-        _positive("lr", self.lr)
+        if named and self.lr is None:
+            object.__setattr__(self, "lr", 0.05)
+        if isinstance(self.lr, int | float):
+            _positive("lr", self.lr)
+        optimizers.resolve(self.optimizer, self.lr, self.optimizer_name)  # one line for any bad combination
         for name in ("batch_size", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
@@ -63,12 +79,18 @@ class Minibatch:
             raise ValueError(f"chunk_steps ({self.chunk_steps}) must divide iterations ({self.iterations}) "
                              f"and be a positive multiple of eval_every ({self.eval_every})")
 
+    def optimizer_fn(self) -> Any:
+        """The optax transformation this trainer steps with."""
+        return optimizers.resolve(self.optimizer, self.lr, self.optimizer_name)[0]
+
     def hashed(self) -> dict[str, Any]:
-        return {"optimizer": self.optimizer, "lr": self.lr, "batch_size": self.batch_size,
-                "iterations": self.iterations, "eval_every": self.eval_every}
+        return {**optimizers.resolve(self.optimizer, self.lr, self.optimizer_name)[1],
+                "batch_size": self.batch_size, "iterations": self.iterations, "eval_every": self.eval_every}
 
     def signature(self) -> tuple:
-        return tuple(self.hashed().values())
+        """Trainers with equal signatures train in one program: equal hashed settings, and the same
+        transformation object when it is the user's own."""
+        return (json.dumps(self.hashed(), sort_keys=True), None if isinstance(self.optimizer, str) else self.optimizer)
 
     def steps_per_call(self, target_calls: int = 10) -> int:
         """``chunk_steps``, or a multiple of ``eval_every`` dividing ``iterations`` that makes
@@ -85,8 +107,11 @@ class Minibatch:
         shapes = network.shapes()
         params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
         units = sum(int(a.shape[-1]) for a in jax.tree.leaves(shapes) if a.ndim == 1)
-        slots = {"sgd": 0, "momentum": 1, "adam": 2, "adam_tf1": 2}[self.optimizer]
-        return int(4 * params * (3 + slots) + params + 4 * units * (test_examples + 3 * self.batch_size))
+        if isinstance(self.optimizer, str):
+            slots = {"sgd": 0, "momentum": 1, "adam": 2, "adam_tf1": 2}[self.optimizer] * params
+        else:
+            slots = optimizers.state_floats(self.optimizer_fn(), shapes)
+        return int(4 * (3 * params + slots) + params + 4 * units * (test_examples + 3 * self.batch_size))
 
     # ---- late rewinding (lth_jax.runner): stop at snapshot steps, restart from one
 
@@ -100,7 +125,7 @@ class Minibatch:
 
     def init_state(self, params: PyTree) -> PyTree:
         """One trial's fresh optimiser state (traceable; its structure is what snapshots store)."""
-        return train.make_optimizer(self.optimizer, self.lr).init(params)
+        return self.optimizer_fn().init(params)
 
     def segments(self, start: int = 0, stop: int | None = None, snapshot_steps: Sequence[int] = (),
                  every: int | None = None) -> list[tuple[int, int]]:
@@ -118,9 +143,15 @@ class Minibatch:
                  on_steps: Callable[[int], None] | None = None, *, start_step: int = 0,
                  opt_state: PyTree | None = None, snapshot_steps: Sequence[int] = (),
                  stop_step: int | None = None, placement: devices.Placement | None = None,
-                 stop: Any = None, stoppable: np.ndarray | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
+                 stop: Any = None, stoppable: np.ndarray | None = None, model_state: PyTree = None,
+                 pipeline: Any = None) -> tuple[PyTree, dict[str, np.ndarray]]:
         """Returns the trained params and ``curves/accuracy``, ``curves/loss`` (T, evals) and
         ``curves/diverged_at`` (T,).
+
+        A module with state (:mod:`lth_jax.contract`) starts from ``model_state`` (per trial) and
+        its trained state comes back as ``state/<collection>/...`` (T, ...). ``pipeline``
+        (:class:`lth_jax.datasets.Pipeline`) augments and normalises each batch inside the step
+        (its key: stream ``augment`` of the step's key) and normalises the test set.
 
         ``placement`` splits the trials (a multiple of its devices) across its devices; ``data``
         must then be replicated there (:meth:`lth_jax.devices.Placement.replicate`).
@@ -143,7 +174,9 @@ class Minibatch:
         """
         train_data, test_data = data
         if placement is not None:
-            params, masks, keys, opt_state = placement.shard((params, masks, keys, opt_state))
+            params, masks, keys, opt_state, model_state = placement.shard(
+                (params, masks, keys, opt_state, model_state))
+        programs = functools.partial(self._programs, network, pipeline=pipeline)
         if start_step or opt_state is not None:
             if opt_state is None:
                 raise ValueError("start_step needs the optimiser states to start from (opt_state)")
@@ -153,21 +186,21 @@ class Minibatch:
                         np.full((n,), train.NEVER, np.int32))
             if placement is not None:
                 counters = placement.shard(counters)
-            state = train.TrainState(params, opt_state, *(jnp.asarray(c) for c in counters))
+            state = train.TrainState(params, opt_state, *(jnp.asarray(c) for c in counters), model_state)
         else:
-            state = self._programs(network, self.steps_per_call())[0](params, masks)
+            state = programs(self.steps_per_call())[0](params, masks, model_state)
         if stop is not None:
             if snapshot_steps:
                 raise ValueError("a training that stops at convergence takes no snapshots")
-            return self._until_settled(network, state, masks, keys, data, on_steps, start_step, stop,
+            return self._until_settled(programs, state, masks, keys, data, on_steps, start_step, stop,
                                        np.ones(keys.shape[0], bool) if stoppable is None else np.asarray(stoppable),
                                        placement)
         wanted = {int(k) for k in snapshot_steps if k > start_step}
         curves, snaps, pending = [], {}, None
         for begin, end in self.segments(start_step, stop_step, sorted(wanted)):
-            state, curve = self._programs(network, end - begin)[1](state, masks, keys, train_data, test_data)
+            state, curve = programs(end - begin)[1](state, masks, keys, train_data, test_data)
             if end in wanted:
-                snaps[end] = (state.params, state.opt_state)
+                snaps[end] = (state.params, state.opt_state, state.model_state)
             if pending is not None:  # dispatch the next segment before waiting on the last
                 curves.append(devices.host(pending[0]))
                 if on_steps:
@@ -176,14 +209,15 @@ class Minibatch:
         curves.append(devices.host(pending[0]))
         if on_steps:
             on_steps(pending[1])
-        outputs = self._outputs(curves, start_step)
-        for step, (p, s) in sorted(snaps.items()):
+        outputs = {**self._outputs(curves, start_step), **_state_outputs(state.model_state, "state")}
+        for step, (p, s, ms) in sorted(snaps.items()):
             outputs.update(_flat(devices.host(p), f"snapshots/{step}/params"))
             outputs.update({f"snapshots/{step}/opt/{i}": np.asarray(leaf)
                             for i, leaf in enumerate(jax.tree.leaves(devices.host(s)))})
+            outputs.update(_state_outputs(ms, f"snapshots/{step}/state"))
         return state.params, outputs
 
-    def _until_settled(self, network: Any, state: train.TrainState, masks: PyTree, keys: jax.Array, data: tuple,
+    def _until_settled(self, programs: Callable, state: train.TrainState, masks: PyTree, keys: jax.Array, data: tuple,
                        on_steps: Callable[[int], None] | None, start_step: int, stop: Any, stoppable: np.ndarray,
                        placement: devices.Placement | None) -> tuple[PyTree, dict[str, np.ndarray]]:
         """Train in segments of ``stop.every`` steps; after each, every ``stoppable`` trial that
@@ -198,7 +232,8 @@ class Minibatch:
         diverged = np.full(n, -1, np.int32)
         stopped = np.full(n, self.iterations, np.int32)
         done = np.zeros(n, bool)
-        final = jax.tree.map(lambda x: np.empty(x.shape, x.dtype), jax.eval_shape(lambda p: p, state.params))
+        final = jax.tree.map(lambda x: np.empty(x.shape, x.dtype),
+                             jax.eval_shape(lambda p: p, (state.params, state.model_state)))
         rows = np.arange(n)  # the trials in the program, in its row order (a padded program repeats rows[0])
         width = n
 
@@ -213,7 +248,7 @@ class Minibatch:
                          devices.host(tree))
 
         for begin, end in self.segments(start_step, None, (), stop.every):
-            state, curve = self._programs(network, end - begin)[1](state, masks, keys, *data)
+            state, curve = programs(end - begin)[1](state, masks, keys, *data)
             c = devices.host(curve)
             live = slice(0, rows.size)  # the padding of a narrowed program is dropped
             acc[rows, begin // ev:end // ev] = np.asarray(c.accuracy)[live]
@@ -227,7 +262,7 @@ class Minibatch:
             if settled.any():
                 done[rows[settled]] = True
                 stopped[rows[settled]] = end
-                keep(state.params, np.flatnonzero(settled))
+                keep((state.params, state.model_state), np.flatnonzero(settled))
                 at = np.where(done[rows], end, train.NEVER).astype(np.int32)
                 if at.size < width:
                     at = np.concatenate([at, np.full(width - at.size, end, np.int32)])
@@ -242,9 +277,9 @@ class Minibatch:
                 rows, width = rows[still], take.size
         left = np.flatnonzero(~done[rows])
         if left.size:
-            keep(state.params, left)
+            keep((state.params, state.model_state), left)
         trained = np.arange(evals)[None] < (stopped // ev)[:, None]  # the evaluations before each stop
-        return final, {"curves/accuracy": np.where(trained, acc, np.nan),
+        return final[0], {**_state_outputs(final[1], "state"), "curves/accuracy": np.where(trained, acc, np.nan),
                        "curves/loss": np.where(trained, loss, np.nan),
                        "curves/diverged_at": diverged, "curves/stop_step": stopped,
                        **({"curves/start_step": np.full(n, start_step, np.int32)} if start_step else {})}
@@ -261,8 +296,9 @@ class Minibatch:
             outputs["curves/start_step"] = np.full(acc.shape[0], start_step, np.int32)
         return {"curves/accuracy": acc, "curves/loss": loss, **outputs}
 
-    def _programs(self, network: Any, steps: int) -> tuple[Callable, Callable]:
-        return _minibatch_programs(network.module, self.optimizer, self.lr, self.batch_size, self.eval_every, steps)
+    def _programs(self, network: Any, steps: int, pipeline: Any = None) -> tuple[Callable, Callable]:
+        # Trainers that differ only in chunk_steps share their programs.
+        return _minibatch_programs(network.contract(), dataclasses.replace(self, chunk_steps=None), steps, pipeline)
 
 
 NARROWEST = 2
@@ -296,13 +332,18 @@ def _flat(tree: Any, prefix: str) -> dict[str, np.ndarray]:
     return out
 
 
+def _state_outputs(model_state: PyTree, prefix: str) -> dict[str, np.ndarray]:
+    """A stack of model states as stored arrays (none for a stateless module)."""
+    return _flat(devices.host(model_state), prefix) if model_state else {}
+
+
 @functools.lru_cache(maxsize=32)
-def _minibatch_programs(module: Any, optimizer: str, lr: float, batch_size: int, eval_every: int,
-                        chunk_steps: int) -> tuple[Callable, Callable]:
+def _minibatch_programs(contract: Any, trainer: Minibatch, chunk_steps: int,
+                        pipeline: Any) -> tuple[Callable, Callable]:
     """Jitted, vmapped (start, segment), shared by every run with the same training settings."""
-    opt = train.make_optimizer(optimizer, lr)
-    segment = train.minibatch_segment(train.softmax_ce(module.apply), train.accuracy(module.apply), opt,
-                                      chunk_steps, batch_size, eval_every)
+    opt = trainer.optimizer_fn()
+    segment = train.minibatch_segment(*contract.losses(pipeline), opt, chunk_steps, trainer.batch_size,
+                                      trainer.eval_every, stateful=True)
     return (jax.jit(jax.vmap(functools.partial(train.start, opt))),
             jax.jit(jax.vmap(segment, in_axes=(0, 0, 0, None, None))))
 

@@ -45,7 +45,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from lth_jax import judges, metrics, models, optimizers, paper, pruning, rules, runner, trainers
+from lth_jax import datasets, judges, models, optimizers, paper, pruning, rules, runner, trainers
 
 HEURISTICS = pruning.HEURISTICS
 LOSSES = ("mean", "sum")
@@ -137,7 +137,7 @@ class Settings:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in JUDGE}
 
     def trainer(self) -> trainers.FullBatch:
-        per_step = None if self.examples_per_step >= len(metrics.xor_data()[1]) else self.examples_per_step
+        per_step = None if self.examples_per_step >= len(datasets.xor_points()[1]) else self.examples_per_step
         return trainers.FullBatch(self.optimizer, self.lr, self.iterations, self.loss, self.chunk, self.adam_eps,
                                   self.lr_schedule, per_step)
 
@@ -261,7 +261,7 @@ def run(s: Settings, root: str | Path, progress: runner.Progress | None = None,
     how many (or which) devices the trials are split across (default: all; see
     :func:`lth_jax.runner.run_groups`)."""
     lines = lotteries(s)
-    paths = runner.run_groups(list(lines.values()), metrics.xor_data(), root, progress=progress, devices=devices)
+    paths = runner.run_groups(list(lines.values()), datasets.xor_points(), root, progress=progress, devices=devices)
     return dict(zip(lines, paths, strict=True))
 
 

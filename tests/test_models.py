@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import metrics, models
+from lth_jax import datasets, models
 
-X, Y = metrics.xor_data()
+X, Y = datasets.xor_points()
 EPS = np.finfo(np.float32).eps
 
 

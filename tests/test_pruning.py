@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import masks, metrics, models, pruning, train
+from lth_jax import datasets, masks, models, pruning, train
 
 
 def paper_rates(params, rate=0.2):
@@ -182,7 +182,7 @@ def test_net_with_a_unit_pruned_computes_what_the_smaller_net_computes(heuristic
     keep = np.array([u for u in range(4) if u != EXPECTED[heuristic][1]])
     small = {"Dense_0": {"kernel": params["Dense_0"]["kernel"][:, keep], "bias": params["Dense_0"]["bias"][keep]},
              "Dense_1": {"kernel": params["Dense_1"]["kernel"][keep, :], "bias": params["Dense_1"]["bias"]}}
-    x, _ = metrics.xor_data()
+    x, _ = datasets.xor_points()
     out_masked = models.xor_net(4).apply({"params": masks.apply(params, pruned)}, x)
     out_small = models.xor_net(3).apply({"params": small}, x)
     np.testing.assert_allclose(out_masked, out_small, rtol=1e-6, atol=1e-7)
@@ -219,7 +219,7 @@ def test_ten_unit_net_cut_to_two_units_is_the_two_unit_net_before_and_after_trai
     m2 = pruning.first_units(masks.ones_like(p10), 2)
     p2 = {"Dense_0": {"kernel": p10["Dense_0"]["kernel"][:, :2], "bias": p10["Dense_0"]["bias"][:2]},
           "Dense_1": {"kernel": p10["Dense_1"]["kernel"][:2], "bias": p10["Dense_1"]["bias"]}}
-    x, y = metrics.xor_data()
+    x, y = datasets.xor_points()
     net10, net2 = models.xor_net(10), models.xor_net(2)
     np.testing.assert_allclose(net10.apply({"params": masks.apply(p10, m2)}, x), net2.apply({"params": p2}, x),
                                rtol=1e-6, atol=1e-7)

@@ -65,6 +65,16 @@ def test_the_new_experiment_is_under_30_lines():
         assert part in code, f"the new experiment no longer uses {part}"
 
 
+def test_the_field_s_models_example_is_under_40_lines_and_uses_the_whole_training_contract():
+    after = README.index("## The models the field trains, in under 40 lines")
+    line, code = next((ln, c) for ln, c in PYTHON if README[:after].count("\n") + 1 < ln)
+    assert len(code.splitlines()) < 40, f"README.md:{line}: {len(code.splitlines())} lines"
+    for part in ("nn.BatchNorm(", "nn.Dropout(", "train: bool", "optimizers.SGD(", "optimizers.Warmup(",
+                 "optimizers.Cosine(", "momentum=", "datasets.Dataset(", "datasets.RandomCrop(",
+                 "datasets.HorizontalFlip(", 'mode="iterative"', "reinit=", "shuffle=", "rules.SNIP("):
+        assert part in code, f"the example no longer uses {part}"
+
+
 def test_a_fresh_machine_needs_exactly_two_commands():
     installs = [code.strip() for _, code in blocks("bash") if "pip install" in code]
     assert len(installs) == 2, installs

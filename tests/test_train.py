@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 
-from lth_jax import masks, metrics, models, pruning, train
+from lth_jax import datasets, masks, models, pruning, train
 
 XOR_NET = models.xor_net(10)
 MLP = models.MLP(hidden=(16,), outputs=3)
@@ -62,7 +62,7 @@ def compiled(kind, opt, batched=False):
 
 def run_alone(kind, opt, params, mask, key):
     if kind == "full_batch":
-        return jax.device_get(compiled(kind, opt)(params, mask, metrics.xor_data()))
+        return jax.device_get(compiled(kind, opt)(params, mask, datasets.xor_points()))
     data = classification_data()
     return jax.device_get(compiled(kind, opt)(params, mask, key, data, data))
 
@@ -92,7 +92,7 @@ def test_no_optimiser_can_move_a_pruned_weight_even_one_that_perturbs_every_para
     fn = jax.jit(train.full_batch(train.sigmoid_bce(XOR_NET.apply), noisy, 50))
     params = params_like([2, 10, 1], seed=6, std=0.5)
     mask = sparse_mask(params)
-    trained, _ = jax.device_get(fn(poison_pruned(params, mask), mask, metrics.xor_data()))
+    trained, _ = jax.device_get(fn(poison_pruned(params, mask), mask, datasets.xor_points()))
     for p, m, start in zip(jax.tree.leaves(trained), jax.tree.leaves(mask), jax.tree.leaves(params), strict=True):
         np.testing.assert_array_equal(p[~m], 0.0)
         assert np.all(p[m] != start[m])  # the noise reached every survivor
@@ -109,7 +109,7 @@ def test_vmapped_full_batch_trial_equals_the_same_trial_run_alone(params_like):
     widths = jnp.array([10, 6, 4, 2])
     mask = jax.device_get(jax.vmap(pruning.first_units, in_axes=(None, 0))(masks.ones_like(tree_at(params, 0)),
                                                                           widths))
-    batched = jax.device_get(compiled("full_batch", "sgd", batched=True)(params, mask, metrics.xor_data()))
+    batched = jax.device_get(compiled("full_batch", "sgd", batched=True)(params, mask, datasets.xor_points()))
     for i in range(4):
         alone = run_alone("full_batch", "sgd", tree_at(params, i), tree_at(mask, i), None)
         chex.assert_trees_all_close(tree_at(batched, i), alone, atol=1e-6, rtol=0)
@@ -170,7 +170,7 @@ def test_full_batch_loss_curve_is_the_loss_before_each_step(params_like):
     assert losses.shape == (STEPS,)
     # Before the first step the network is the masked start (the poisoned pruned values play no part).
     loss_fn = train.sigmoid_bce(XOR_NET.apply)
-    np.testing.assert_allclose(losses[0], loss_fn(masks.apply(params, mask), metrics.xor_data()), rtol=1e-6)
+    np.testing.assert_allclose(losses[0], loss_fn(masks.apply(params, mask), datasets.xor_points()), rtol=1e-6)
     assert losses[-1] < losses[0]
 
 

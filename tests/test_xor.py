@@ -8,9 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from lth_jax import judges, masks, metrics, models, paper, pruning, runner, train, trainers, xor
+from lth_jax import datasets, judges, masks, metrics, models, paper, pruning, runner, train, trainers, xor
 
-X, Y = metrics.xor_data()
+X, Y = datasets.xor_points()
 
 
 def footnote2_net(n: float, output_sign: float = 1.0) -> dict:
