@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper on one accelerator (issue 10): throughput benchmarks (XOR, LeNet, devices, levels in
-# one program against one per level), then Figures 3-6 (one-shot) and
+# one program against one per level, conv layouts), then Figures 3-6 (one-shot) and
 # Figures 7-8 (iterative, both controls) at the paper's settings (5 seeds, 3 + 3 controls,
 # 50,000 iterations, test accuracy every 100), the stored runs and the report in one folder,
 # seconds per stage printed. Target: under 10 minutes of wall time on one H100/H200.
@@ -21,11 +21,12 @@ if [[ "$TINY" == "--tiny" ]]; then
   LENET=(--trials=1,2 --steps=100 --repeats=1)
   SCALING=(--counts=1 --xor_trials=20 --xor_steps=100 --lenet_trials=2 --lenet_steps=100 --repeats=1)
   MERGED=(--levels=100,50 --seeds=1 --controls=0 --iterations=100)
+  CONV=(--seeds=2 --steps=50 --layouts=unrolled --repeats=1)
   MNIST=(--preset=smoke --iterations=200 --eval_every=100 --seeds=2 --controls=1,1
          --average_over=100 --stable_for=100)
   ONESHOT=(--levels=100,50) ITERATIVE=(--min_remaining=70)
 else
-  XOR=() LENET=(--trials=1,5,35,70) SCALING=(--real) MERGED=(--iterations=1000)
+  XOR=() LENET=(--trials=1,5,35,70) SCALING=(--real) MERGED=(--iterations=1000) CONV=(--steps=500)
   MNIST=(--preset=paper --seeds=5 --controls=3,3 --iterations=50000 --eval_every=100)
   ONESHOT=() ITERATIVE=()
 fi
@@ -41,6 +42,9 @@ stage "lenet throughput" python -m benchmarks.mnist_throughput "${LENET[@]}" \
   --out="$OUT/benchmarks/mnist_throughput.json"
 stage "scaling" python -m benchmarks.scaling "${SCALING[@]}" --out="$OUT/benchmarks/scaling.json"
 stage "merged levels" python -m benchmarks.merged_levels "${MERGED[@]}" --out="$OUT/benchmarks/merged_levels.json"
+# Which conv layout a GPU should use (lth_jax.conv; the CPU's is "unrolled"): every layout, no PyTorch there.
+stage "conv throughput" python -m benchmarks.conv_throughput "${CONV[@]}" --torch=false \
+  --out="$OUT/benchmarks/conv_throughput.json"
 stage "figures 3-6 (one-shot)" python -m experiments.mnist "${MNIST[@]}" "${ONESHOT[@]}" --mode=oneshot \
   --out_dir="$OUT/runs/mnist" --noprogress
 stage "figures 7-8 (iterative)" python -m experiments.mnist "${MNIST[@]}" "${ITERATIVE[@]}" --mode=iterative \

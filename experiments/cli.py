@@ -68,7 +68,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import math
 import re
 import sys
@@ -100,6 +99,7 @@ OLD_NAMES: dict[str, dict[str, str]] = {
     "reproduce_paper": {"out": "out_dir"},
 }
 
+HELP = frozenset({"--help", "-help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml"})
 META_KEYS = ("help", "choices", "min", "max", "above", "below", "unique", "empty_ok", "exists")
 T = TypeVar("T")
 
@@ -118,11 +118,6 @@ def fail(program: str, message: str, code: int = USAGE) -> NoReturn:
     first = message.strip().splitlines()[0] if message.strip() else "error"
     sys.stderr.write(f"{program}: error: {first}\n")
     sys.exit(code)
-
-
-def failer(program: str) -> Callable[..., NoReturn]:
-    """``fail`` bound to one program's name."""
-    return functools.partial(fail, program)
 
 
 def os_error_line(e: OSError) -> str:
@@ -227,20 +222,14 @@ def main(program: str, run: Callable[[], int | None], define: Callable[[], objec
         with one_line_errors(program):
             return run()
 
-    app.run(start, argv=list(sys.argv if argv is None else argv), flags_parser=flags_parser(program))
+    args = list(sys.argv if argv is None else argv)
+    try:
+        app.run(start, argv=args, flags_parser=flags_parser(program))
+    except SystemExit as e:
+        if e.code == 1 and HELP.intersection(args[1:]):  # absl exits 1 after printing the help asked for
+            sys.exit(0)
+        raise
     raise AssertionError("app.run returns only by exiting")  # pragma: no cover
-
-
-def guarded(program: str, main: Callable[[list[str]], None]) -> Callable[[list[str]], None]:
-    """``main`` with the drivers' edges, for drivers that call ``app.run`` themselves
-    (superseded by :func:`main`): XLA's CPU switch first, then one line and an exit code."""
-
-    def run(argv: list[str]) -> None:
-        xla_cpu.speed_up_xla_cpu()
-        with one_line_errors(program):
-            main(argv)
-
-    return run
 
 
 def define_aliases(old_names: Mapping[str, str], flag_values: flags.FlagValues = FLAGS) -> None:
@@ -613,14 +602,3 @@ def seeds_from_flags(count: int, flag_values: flags.FlagValues = FLAGS) -> tuple
     return tuple(range(first, first + n))
 
 
-def parse_list(name: str, values: list[str] | None, kind: Callable) -> tuple | None:
-    """A comma-separated ``DEFINE_list`` flag read with ``kind`` (None stays None: "use the preset's").
-    Superseded by list-typed flags (:func:`define_flag`); kept while drivers use it."""
-    if values is None:
-        return None
-    if not values:
-        raise UsageError(f"--{name}: needs at least one value")
-    try:
-        return tuple(kind(v) for v in values)
-    except ValueError:
-        raise UsageError(f"--{name}: cannot read {','.join(values)!r}") from None

@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from lth_jax import conv
+
 PyTree = Any
 MAX_STREAMS = 16
 _STREAM = re.compile(r'needs PRNG for "([^"]+)"')
@@ -73,6 +75,7 @@ class Contract:
     init_rngs: tuple[str, ...] = ()
     takes_train: bool = False
     classes: int = 0  # the width of the logits
+    convolutional: bool = False  # it convolves or max-pools (what lth_jax.conv lays out for speed)
 
     @property
     def stateful(self) -> bool:
@@ -111,27 +114,32 @@ class Contract:
         logits, new = self.module.apply(variables, x, rngs=rngs, mutable=list(self.collections), **kw)
         return logits, {c: new[c] for c in self.collections}
 
-    def losses(self, pipeline: Any = None) -> tuple[Callable, Callable]:
+    def losses(self, pipeline: Any = None, layout: str | None = None) -> tuple[Callable, Callable]:
         """``(loss, accuracy)`` as :func:`lth_jax.train.minibatch_segment` takes them with
         ``stateful=True``: mean softmax cross-entropy of a (augmented, normalised) batch, and
-        the fraction of the test set classified correctly."""
-        return _losses(self, pipeline)
+        the fraction of the test set classified correctly. ``layout`` (one of
+        :data:`lth_jax.conv.BATCHED`) computes the model's convolutions and max poolings with
+        :func:`lth_jax.conv.rewrite` (None: as written)."""
+        return _losses(self, pipeline, layout)
 
 
 @functools.lru_cache(maxsize=64)
-def _losses(contract: Contract, pipeline: Any) -> tuple[Callable, Callable]:
+def _losses(contract: Contract, pipeline: Any, layout: str | None) -> tuple[Callable, Callable]:
+    def fast(fn: Callable) -> Callable:
+        return fn if layout is None else conv.rewrite(fn, layout)
+
     def loss(params, state, batch, key):
         x, y = batch
         if pipeline is not None:
             x, y = pipeline.train(stream_key(key, "augment"), x, y)
-        logits, state = contract.apply(params, state, x, train=True, key=key)
+        logits, state = fast(lambda p, s, x, k: contract.apply(p, s, x, train=True, key=k))(params, state, x, key)
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, y)), state
 
     def accuracy(params, state, data):
         x, y = data
         if pipeline is not None:
             x = pipeline.test(x)
-        logits, _ = contract.apply(params, state, x, train=False)
+        logits = fast(lambda p, s, x: contract.apply(p, s, x, train=False)[0])(params, state, x)
         return jnp.mean(jnp.argmax(logits, axis=-1) == y)
 
     return loss, accuracy
@@ -200,4 +208,6 @@ def _describe(module: Any, input_shape: tuple[int, ...]) -> Contract:
             raise ModelError(f"returns {got} for a batch of 2 {'in training' if train else 'in evaluation'}; "
                              "the runner needs logits of shape (batch, classes)")
         classes = int(out.shape[1])
-    return dataclasses.replace(contract, classes=classes)
+    convolutional = conv.uses_convolutions(lambda p, s: contract.apply(p, s, x, train=False)[0], shapes["params"],
+                                           {c: shapes[c] for c in collections})
+    return dataclasses.replace(contract, classes=classes, convolutional=convolutional)

@@ -1,32 +1,38 @@
-"""Convolutions over a stack of trials, laid out for speed (issue 20).
+"""Conv nets over a stack of trials, laid out for speed (issue 20).
 
-``jax.vmap`` turns a convolution over a stack of trials into ONE grouped convolution
-(``feature_group_count`` = trials), which XLA's CPU backend runs several times slower than
-the same convolutions one by one (benchmarks/conv_throughput.py). :func:`conv_general_dilated`
-computes exactly ``lax.conv_general_dilated`` for one network, and under ``vmap`` chooses the
-layout itself (a ``custom_vmap`` rule, inside a ``custom_vjp`` so gradients take the same path):
+On XLA's CPU backend ``jax.vmap`` turns a convolution over a stack of trials into ONE grouped
+convolution (``feature_group_count`` = trials), several times slower than the same
+convolutions one by one, and the gradient of max pooling (``select_and_scatter``) costs more
+than the convolutions (benchmarks/conv_throughput.py). Two pieces fix that without touching
+the model:
 
-- input shared by every trial, kernels per trial (a first layer whose batch the trials share):
-  ONE wide convolution, the trials' kernels side by side on the output-channel axis;
-- input and kernels per trial: one convolution per trial (``"unrolled"``), or the grouped
-  convolution vmap would make (``"grouped"``, :data:`BATCHED`);
-- kernels shared, inputs per trial: the trials folded into the batch axis.
+- :func:`conv_general_dilated` computes exactly ``lax.conv_general_dilated`` for one network
+  and under ``vmap`` picks its own layout (a ``custom_vmap`` rule inside a ``custom_vjp``, so
+  gradients take the same path): an input shared by every trial (a first layer, or the test
+  set) with per-trial kernels is ONE wide convolution, the kernels side by side on the
+  output-channel axis; per-trial inputs and kernels are one convolution per trial
+  (``"unrolled"``) or the grouped one (``"grouped"``); shared kernels fold the trials into the
+  batch axis.
+- :func:`rewrite` evaluates a function's jaxpr with every ``conv_general_dilated`` replaced by
+  the above and every non-overlapping max pooling (window = stride, no padding: ``nn.max_pool(x,
+  (2, 2), (2, 2))``) by a reshape and a max, whose gradient is elementwise. Forward values are
+  identical; at exact ties inside a window the max's gradient is shared among the tied entries
+  where ``select_and_scatter`` gives it to the first (after a ReLU, ties are zeros, whose
+  gradient is zero either way).
 
-:func:`fast_convs` is a Flax method interceptor that gives every ``nn.Conv`` of a user's model
-this convolution, so the model needs no rewriting; the trainer applies it where it pays
-(``trainers.Minibatch(conv_layout=...)``). For one network nothing changes: the forward pass is
-``lax.conv_general_dilated`` and its gradient is ``jax.vjp`` of it.
+The trainer applies :func:`rewrite` to a model's loss and accuracy
+(``trainers.Minibatch(conv_layout=...)``), so a user's own ``nn.Conv`` and ``nn.max_pool``
+get the fast path as written.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 
-import flax.linen as nn
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 from jax import lax
 from jax.custom_batching import custom_vmap
@@ -50,17 +56,21 @@ def _ops(spec: tuple, layout: str) -> Any:
     dims = lax.conv_dimension_numbers((1,) * len(strides + (0, 0)), (1,) * len(strides + (0, 0)), dn)
     out_axis = dims.out_spec[1]     # the output's feature axis
     k_out = dims.rhs_spec[0]        # the kernel's output-feature axis
+    batch_first = dims.lhs_spec[0] == 0 and dims.out_spec[0] == 0
 
+    def grads(x, k, g):
+        return jax.vjp(plain, x, k)[1](g)
+
+    # Rules call the custom ops again (not ``plain``), so an enclosing vmap (groups of trials
+    # that share a batch, trials within a group) gets its own layout in turn.
     def wide(x, ks):
         """One convolution of the shared input with every trial's kernels side by side."""
-        n = ks.shape[0]
-        k = jnp.concatenate(list(ks), axis=k_out)
-        y = plain(x, k)
-        return jnp.stack(jnp.split(y, n, axis=out_axis))
+        y = forward(x, jnp.concatenate(list(ks), axis=k_out))
+        return jnp.stack(jnp.split(y, ks.shape[0], axis=out_axis))
 
-    def per_trial(fn, args, batched, n):
-        if layout == "grouped":
-            return jax.vmap(fn, in_axes=tuple(0 if b else None for b in batched))(*args)
+    def per_trial(fn, base, args, batched, n):
+        if layout == "grouped":  # XLA's own batching of the plain op
+            return jax.vmap(base, in_axes=tuple(0 if b else None for b in batched))(*args)
         outs = [fn(*(a[i] if b else a for a, b in zip(args, batched, strict=True))) for i in range(n)]
         return jax.tree.map(lambda *ys: jnp.stack(ys), *outs)
 
@@ -73,13 +83,10 @@ def _ops(spec: tuple, layout: str) -> Any:
         xb, kb = batched
         if kb and not xb and groups == 1:
             return wide(x, k), True
-        if xb and not kb:
-            y = plain(x.reshape((-1, *x.shape[2:])), k)
+        if xb and not kb and batch_first:
+            y = forward(x.reshape((-1, *x.shape[2:])), k)  # the trials folded into the batch
             return y.reshape((n, -1, *y.shape[1:])), True
-        return per_trial(plain, (x, k), batched, n), True
-
-    def grads(x, k, g):
-        return jax.vjp(plain, x, k)[1](g)
+        return per_trial(forward, plain, (x, k), batched, n), True
 
     @custom_vmap
     def backward(x, k, g):
@@ -89,14 +96,13 @@ def _ops(spec: tuple, layout: str) -> Any:
     def backward_rule(n, batched, x, k, g):
         xb, kb, gb = batched
         if kb and gb and not xb and groups == 1:
-            # The kernels' gradients of all trials from one wide backward pass; the input's
-            # per-trial gradients (a first layer's are dropped by XLA) one by one.
-            _, vjp = jax.vjp(wide, x, k)
-            _, dk = vjp(g)
-            dx = per_trial(lambda kk, gg: grads(x, kk, gg)[0], (k, g), (True, True), n)
-            return (dx, dk), (True, True)
-        dx, dk = per_trial(grads, (x, k, g), batched, n)
-        return (dx, dk), (True, True)
+            # Every trial's kernel gradient from one wide backward pass; the input's per-trial
+            # gradients (a first layer's are dropped by XLA) one by one.
+            _, dk = backward(x, jnp.concatenate(list(k), axis=k_out), jnp.concatenate(list(g), axis=out_axis))
+            dx = per_trial(lambda kk, gg: backward(x, kk, gg)[0], lambda kk, gg: grads(x, kk, gg)[0], (k, g),
+                           (True, True), n)
+            return (dx, jnp.stack(jnp.split(dk, n, axis=k_out))), (True, True)
+        return per_trial(backward, grads, (x, k, g), batched, n), (True, True)
 
     @jax.custom_vjp
     def conv(x, k):
@@ -137,23 +143,85 @@ def _hashable_dn(dn: Any) -> Any:
     return tuple(dn)
 
 
-@contextlib.contextmanager
-def fast_convs(layout: str = "unrolled") -> Iterator[None]:
-    """Within this context every ``nn.Conv`` without a convolution of its own computes with
-    :func:`conv_general_dilated` (``layout`` under vmap): a Flax method interceptor, so a user's
-    model needs no change."""
-    fast = functools.partial(conv_general_dilated, layout=layout)
+def _max_pool(x: jax.Array, window: tuple[int, ...]) -> jax.Array:
+    """Non-overlapping max pooling as a reshape and a max (each axis split into blocks of its window)."""
+    shape, axes = [], []
+    for d, w in zip(x.shape, window, strict=True):
+        shape += [d // w, w]
+        axes.append(len(shape) - 1)
+    return jnp.max(x.reshape(shape), axis=tuple(axes))
 
-    def intercept(next_fun, args, kwargs, context):
-        module = context.module
-        if context.method_name != "__call__" or not isinstance(module, nn.Conv) or \
-                module.conv_general_dilated is not None or module.conv_general_dilated_cls is not None:
-            return next_fun(*args, **kwargs)
-        object.__setattr__(module, "conv_general_dilated", fast)  # for this call only
-        try:
-            return next_fun(*args, **kwargs)
-        finally:
-            object.__setattr__(module, "conv_general_dilated", None)
 
-    with nn.intercept_methods(intercept):
-        yield
+def _poolable(x: Any, params: dict[str, Any]) -> bool:
+    window = params["window_dimensions"]
+    return (tuple(params["window_strides"]) == tuple(window) and all(p == (0, 0) for p in params["padding"])
+            and all(d == 1 for d in params["base_dilation"]) and all(d == 1 for d in params["window_dilation"])
+            and all(n % w == 0 for n, w in zip(x.shape, window, strict=True)))
+
+
+def _evaluate(jaxpr: Any, consts: list[Any], args: list[Any], layout: str) -> list[Any]:
+    """``jaxpr`` evaluated on ``args`` (values or tracers), its convolutions and max poolings replaced."""
+    env: dict[Any, Any] = {}
+
+    def read(v: Any) -> Any:
+        return v.val if isinstance(v, jex.core.Literal) else env[v]
+
+    for var, val in zip(jaxpr.constvars, consts, strict=True):
+        env[var] = val
+    for var, val in zip(jaxpr.invars, args, strict=True):
+        env[var] = val
+    for eqn in jaxpr.eqns:
+        ins = [read(v) for v in eqn.invars]
+        name, params = eqn.primitive.name, eqn.params
+        if name == "conv_general_dilated" and params.get("batch_group_count", 1) == 1 and \
+                params.get("precision") is None and params.get("preferred_element_type") is None:
+            outs = [conv_general_dilated(*ins, params["window_strides"], params["padding"], params["lhs_dilation"],
+                                         params["rhs_dilation"], params["dimension_numbers"],
+                                         params["feature_group_count"], layout=layout)]
+        elif name == "reduce_window_max" and _poolable(ins[0], params):
+            outs = [_max_pool(ins[0], tuple(params["window_dimensions"]))]
+        elif name in ("jit", "pjit"):  # look inside: a jnp function may wrap a convolution
+            inner = params["jaxpr"]
+            outs = _evaluate(inner.jaxpr, list(inner.consts), ins, layout)
+        else:
+            bind_params = eqn.primitive.get_bind_params(params)
+            subfuns = ()
+            if isinstance(bind_params, tuple):  # older jax: (subfuns, params)
+                subfuns, bind_params = bind_params
+            outs = eqn.primitive.bind(*subfuns, *ins, **bind_params)
+            if not eqn.primitive.multiple_results:
+                outs = [outs]
+        for var, val in zip(eqn.outvars, outs, strict=True):
+            if not isinstance(var, jex.core.DropVar):
+                env[var] = val
+    return [read(v) for v in jaxpr.outvars]
+
+
+def rewrite(fn: Callable[..., Any], layout: str = "unrolled") -> Callable[..., Any]:
+    """``fn`` computed with the trial-batched convolution (``layout`` under vmap) and fast max
+    pooling: traced to a jaxpr at each call (under the caller's jit, once) and evaluated with
+    those primitives replaced. Everything else is bound as it was."""
+    if layout not in BATCHED:
+        raise ValueError(f"layout must be one of {', '.join(BATCHED)}, not {layout!r}")
+
+    def run(*args: Any) -> Any:
+        closed, shapes = jax.make_jaxpr(fn, return_shape=True)(*args)
+        outs = _evaluate(closed.jaxpr, list(closed.consts), jax.tree.leaves(args), layout)
+        return jax.tree.unflatten(jax.tree.structure(shapes), outs)
+
+    return run
+
+
+def uses_convolutions(fn: Callable[..., Any], *args: Any) -> bool:
+    """Whether ``fn(*args)`` convolves or max-pools anywhere (what :func:`rewrite` would change)."""
+    def found(jaxpr: Any) -> bool:
+        for eqn in jaxpr.eqns:
+            if eqn.primitive.name in ("conv_general_dilated", "reduce_window_max"):
+                return True
+            for value in eqn.params.values():
+                inner = getattr(value, "jaxpr", value)  # a ClosedJaxpr's jaxpr, or a Jaxpr
+                if hasattr(inner, "eqns") and found(inner):
+                    return True
+        return False
+
+    return found(jax.make_jaxpr(fn)(*args).jaxpr)

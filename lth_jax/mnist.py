@@ -37,7 +37,6 @@ PRUNING: tuple[str, ...] = ("layerwise", "global")  # Settings.pruning: rules.La
 # The settings that do not change any trained number, so they stay out of the hash: levels can
 # be added to a one-shot run and rounds to an iterative one, and the convergence rule can be
 # re-read from stored curves.
-UNHASHED = ("levels", "min_remaining", "average_over", "stable_for", "tolerance", "snapshot_steps")
 
 
 def _help(text: str, **more: Any) -> dict[str, Any]:

@@ -1494,7 +1494,3 @@ def stored_masks(masks_tree: PyTree) -> PyTree:
     """Masks as loaded from the store (numpy) back to bool jax arrays."""
     return jax.tree.map(lambda m: jnp.asarray(m, bool), masks_tree)
 
-
-def kernel_fraction(masks: PyTree) -> float:
-    """Fraction of kernel weights alive in one network's masks."""
-    return float(masks_lib.kernel_density(masks))

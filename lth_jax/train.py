@@ -188,21 +188,7 @@ def minibatch_segment(loss_fn: LossFn | StatefulLoss, eval_fn: Callable, optimiz
     step = stateful_step(loss_fn, optimizer)
 
     def segment(state, masks, key, train_data, test_data):
-        # jnp, so host (numpy) data can be indexed by the traced batch indices.
-        x_all, y_all = jnp.asarray(train_data[0]), jnp.asarray(train_data[1])
-        n = x_all.shape[0]
-
-        def one_step(carry, t):
-            p, s, ms, diverged_at = carry
-            step_key = jax.random.fold_in(key, t)
-            idx = jax.random.randint(step_key, (batch_size,), 0, n)
-            new_p, new_s, new_ms, loss = step(p, s, masks, ms, (x_all[idx], y_all[idx]), step_key)
-            live = t < state.stop_at
-            bad = ~jnp.isfinite(loss)
-            diverged_at = jnp.where((diverged_at < 0) & bad & live, t, diverged_at)
-            ok = (diverged_at < 0) & live
-            keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
-            return (keep(new_p, p), keep(new_s, s), keep(new_ms, ms), diverged_at), loss
+        one_step = _one_step(step, state, masks, key, train_data, batch_size)
 
         def one_eval(carry, e):
             ts = state.step + e * eval_every + jnp.arange(eval_every)
@@ -218,6 +204,55 @@ def minibatch_segment(loss_fn: LossFn | StatefulLoss, eval_fn: Callable, optimiz
                 Curve(acc, loss, diverged_at))
 
     return segment
+
+
+def _one_step(step: Callable, state: TrainState, masks: PyTree, key: jax.Array, train_data: Any,
+              batch_size: int) -> Callable:
+    """``one_step((params, opt_state, model_state, diverged_at), t) -> (carry, loss)``: step ``t`` on
+    the batch drawn from ``fold_in(key, t)``; a diverged or stopped trial keeps its values."""
+    # jnp, so host (numpy) data can be indexed by the traced batch indices.
+    x_all, y_all = jnp.asarray(train_data[0]), jnp.asarray(train_data[1])
+    n = x_all.shape[0]
+
+    def one_step(carry, t):
+        p, s, ms, diverged_at = carry
+        step_key = jax.random.fold_in(key, t)
+        idx = jax.random.randint(step_key, (batch_size,), 0, n)
+        new_p, new_s, new_ms, loss = step(p, s, masks, ms, (x_all[idx], y_all[idx]), step_key)
+        live = t < state.stop_at
+        bad = ~jnp.isfinite(loss)
+        diverged_at = jnp.where((diverged_at < 0) & bad & live, t, diverged_at)
+        ok = (diverged_at < 0) & live
+        keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(ok, x, y), a, b)  # noqa: E731
+        return (keep(new_p, p), keep(new_s, s), keep(new_ms, ms), diverged_at), loss
+
+    return one_step
+
+
+def minibatch_steps(loss_fn: StatefulLoss, eval_fn: StatefulEval, optimizer: optax.GradientTransformation,
+                    num_steps: int, batch_size: int) -> tuple[Callable, Callable]:
+    """``(advance, evaluate)``, the pieces of :func:`minibatch_segment` for a driver that loops in
+    Python: ``advance(state, masks, key, train_data, first) -> (state, loss)`` takes ``num_steps`` steps
+    from step ``first`` (the driver's count: every trial of a program is at the same step, and a
+    step number shared by the trials lets trials that share a key share their batch too),
+    written out one after another (no loop in the program: XLA's CPU backend runs a convolution
+    inside a while loop several times slower, benchmarks/conv_throughput.py), ``loss`` that of
+    the last; ``evaluate(state, test_data)`` is the test accuracy, NaN once diverged. Batches and
+    rng streams are those of :func:`minibatch_segment` (they depend on the key and step only)."""
+    step = stateful_step(loss_fn, optimizer)
+
+    def advance(state, masks, key, train_data, first):
+        one_step = _one_step(step, state, masks, key, train_data, batch_size)
+        carry = (state.params, state.opt_state, state.model_state, state.diverged_at)
+        (params, opt_state, model_state, diverged_at), losses = jax.lax.scan(
+            one_step, carry, first + jnp.arange(num_steps), unroll=num_steps)
+        return state._replace(params=params, opt_state=opt_state, model_state=model_state, diverged_at=diverged_at,
+                              step=state.step + num_steps), losses[-1]
+
+    def evaluate(state, test_data):
+        return jnp.where(state.diverged_at < 0, eval_fn(state.params, state.model_state, test_data), jnp.nan)
+
+    return advance, evaluate
 
 
 def minibatch(loss_fn: LossFn, eval_fn: Callable[[PyTree, Any], jax.Array],

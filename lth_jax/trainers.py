@@ -27,7 +27,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from lth_jax import devices, models, optimizers, train
+from lth_jax import conv, devices, models, optimizers, train
 from lth_jax import masks as masks_lib
 
 PyTree = Any
@@ -58,6 +58,13 @@ class Minibatch:
     eval_every: int = 100
     chunk_steps: int | None = None  # steps per compiled call (progress only; results do not change)
     optimizer_name: str | None = None  # names an optax transformation in the hash
+    # How a conv net's trials are laid out (lth_jax.conv; not hashed: it changes speed and, at
+    # most, the last bits): "vmap" (XLA's batching, a while loop over steps), "unrolled" or
+    # "grouped" (the trial-batched convolution and fast max pooling, steps_per_program steps a
+    # compiled call driven from Python), or "auto": "unrolled" for a network that convolves,
+    # on a CPU (benchmarks/conv_throughput.json), "vmap" otherwise.
+    conv_layout: str = "auto"
+    steps_per_program: int | None = None  # the fast layouts' steps a call (None: a divisor of eval_every <= 5)
 
     def __post_init__(self) -> None:
         named = isinstance(self.optimizer, str)
@@ -74,6 +81,11 @@ class Minibatch:
         if self.iterations < 1 or self.iterations % self.eval_every:
             raise ValueError(f"iterations ({self.iterations}) must be a positive multiple of eval_every "
                              f"({self.eval_every})")
+        if self.conv_layout not in ("auto", "vmap", *conv.BATCHED):
+            raise ValueError(f"conv_layout must be auto, vmap, {' or '.join(conv.BATCHED)}, not {self.conv_layout!r}")
+        if self.steps_per_program is not None and (self.steps_per_program < 1 or
+                                                   self.eval_every % self.steps_per_program):
+            raise ValueError(f"steps_per_program ({self.steps_per_program}) must divide eval_every ({self.eval_every})")
         c = self.steps_per_call()
         if c < 1 or self.iterations % c or c % self.eval_every:
             raise ValueError(f"chunk_steps ({self.chunk_steps}) must divide iterations ({self.iterations}) "
@@ -90,7 +102,8 @@ class Minibatch:
     def signature(self) -> tuple:
         """Trainers with equal signatures train in one program: equal hashed settings, and the same
         transformation object when it is the user's own."""
-        return (json.dumps(self.hashed(), sort_keys=True), None if isinstance(self.optimizer, str) else self.optimizer)
+        return (json.dumps(self.hashed(), sort_keys=True), None if isinstance(self.optimizer, str) else self.optimizer,
+                self.conv_layout, self.steps_per_program)
 
     def steps_per_call(self, target_calls: int = 10) -> int:
         """``chunk_steps``, or a multiple of ``eval_every`` dividing ``iterations`` that makes
@@ -296,9 +309,16 @@ class Minibatch:
             outputs["curves/start_step"] = np.full(acc.shape[0], start_step, np.int32)
         return {"curves/accuracy": acc, "curves/loss": loss, **outputs}
 
+    def layout(self, network: Any) -> str:
+        """The conv layout this trainer uses for ``network`` (``conv_layout``, "auto" resolved)."""
+        if self.conv_layout != "auto":
+            return self.conv_layout
+        return "unrolled" if network.contract().convolutional and jax.default_backend() == "cpu" else "vmap"
+
     def _programs(self, network: Any, steps: int, pipeline: Any = None) -> tuple[Callable, Callable]:
         # Trainers that differ only in chunk_steps share their programs.
-        return _minibatch_programs(network.contract(), dataclasses.replace(self, chunk_steps=None), steps, pipeline)
+        trainer = dataclasses.replace(self, chunk_steps=None, conv_layout=self.layout(network))
+        return _minibatch_programs(network.contract(), trainer, steps, pipeline)
 
 
 NARROWEST = 2
@@ -342,10 +362,76 @@ def _minibatch_programs(contract: Any, trainer: Minibatch, chunk_steps: int,
                         pipeline: Any) -> tuple[Callable, Callable]:
     """Jitted, vmapped (start, segment), shared by every run with the same training settings."""
     opt = trainer.optimizer_fn()
-    segment = train.minibatch_segment(*contract.losses(pipeline), opt, chunk_steps, trainer.batch_size,
-                                      trainer.eval_every, stateful=True)
-    return (jax.jit(jax.vmap(functools.partial(train.start, opt))),
-            jax.jit(jax.vmap(segment, in_axes=(0, 0, 0, None, None))))
+    start = jax.jit(jax.vmap(functools.partial(train.start, opt)))
+    if trainer.conv_layout == "vmap":
+        segment = train.minibatch_segment(*contract.losses(pipeline), opt, chunk_steps, trainer.batch_size,
+                                          trainer.eval_every, stateful=True)
+        return start, jax.jit(jax.vmap(segment, in_axes=(0, 0, 0, None, None)))
+    k = trainer.steps_per_program or max(d for d in range(1, 6) if trainer.eval_every % d == 0)
+    advance, evaluate = train.minibatch_steps(*contract.losses(pipeline, trainer.conv_layout), opt, k,
+                                              trainer.batch_size)
+    per_trial = jax.jit(jax.vmap(advance, in_axes=(0, 0, 0, None, None)))
+    shared = jax.jit(jax.vmap(advance, in_axes=(0, 0, None, None, None)))  # one batch for every trial
+    grouped = jax.jit(jax.vmap(jax.vmap(advance, in_axes=(0, 0, None, None, None)), in_axes=(0, 0, 0, None, None)))
+    evaluate = jax.jit(jax.vmap(evaluate, in_axes=(0, None)))
+
+    def segment(state, masks, keys, train_data, test_data):  # driven from Python: no loop in the programs
+        groups = _batch_groups(keys)
+        first = int(np.asarray(devices.host(state.step)).reshape(-1)[0])  # the trials move in step
+        if groups is None:
+            def run(st, t, m=masks, kk=keys):
+                return per_trial(st, m, kk, train_data, t)
+        else:  # trials that draw the same batches train as groups: a batch shared inside a group
+            order, size = groups
+            state, masks = _take((state, masks), order)
+            if size == order.size:
+                def run(st, t, m=masks, kk=keys[order[0]]):
+                    return shared(st, m, kk, train_data, t)
+            else:
+                state, masks = _split_rows((state, masks), size)
+
+                def run(st, t, m=masks, kk=keys[order[::size]]):
+                    return grouped(st, m, kk, train_data, t)
+        acc, loss = [], []
+        for _ in range(chunk_steps // trainer.eval_every):
+            for _ in range(trainer.eval_every // k):
+                state, last = run(state, jnp.int32(first))
+                first += k
+            acc.append(evaluate(_merge_rows(state) if groups and size < order.size else state, test_data))
+            loss.append(last.reshape(-1))
+        if groups is not None:
+            if size < order.size:
+                state = _merge_rows(state)
+            inverse = np.argsort(order)
+            state, acc, loss = _take((state, acc, loss), inverse)
+        return state, train.Curve(jnp.stack(acc, axis=1), jnp.stack(loss, axis=1), state.diverged_at)
+
+    return start, segment
+
+
+def _batch_groups(keys: jax.Array) -> tuple[np.ndarray, int] | None:
+    """``(order, size)`` when the trials fall into groups of equal size (> 1) that share their batch
+    key: the rows group by group; None when every trial has its own (or the groups differ in size)."""
+    data = np.asarray(devices.host(jax.random.key_data(keys))).reshape(keys.shape[0], -1)
+    rows: dict[bytes, list[int]] = {}
+    for i, row in enumerate(data):
+        rows.setdefault(row.tobytes(), []).append(i)
+    sizes = {len(r) for r in rows.values()}
+    if len(rows) == data.shape[0] or len(sizes) != 1:
+        return None
+    return np.concatenate([np.asarray(r) for r in rows.values()]), sizes.pop()
+
+
+def _take(tree: PyTree, rows: np.ndarray) -> PyTree:
+    return jax.tree.map(lambda a: a[jnp.asarray(rows)], tree)
+
+
+def _split_rows(tree: PyTree, size: int) -> PyTree:
+    return jax.tree.map(lambda a: a.reshape((-1, size, *a.shape[1:])), tree)
+
+
+def _merge_rows(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda a: a.reshape((-1, *a.shape[2:])), tree)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -320,6 +320,12 @@ def test_every_failure_is_one_line_and_its_exit_code(driver, argv, code, line):
         assert r.stderr.strip().splitlines() == [line]
 
 
+def test_help_exits_0_and_lists_the_driver_s_flags(driver):
+    r = run_driver(driver, "--help")
+    assert r.returncode == 0, r.stderr
+    assert "--lr" in r.stdout and "Traceback" not in r.stderr
+
+
 def test_a_bug_still_shows_its_traceback(driver):
     r = run_driver(driver, "--fail=value")
     assert r.returncode == 1 and "Traceback" in r.stderr and "ValueError: a bug" in r.stderr
