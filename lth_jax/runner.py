@@ -883,8 +883,7 @@ def _context_masks(lottery: Lottery, path: Path, init: PyTree, level: Level, pre
         raise SetupError(f"rule {rule.name!r} sees a batch, which the key scheme {type(lottery.keys).__name__} "
                          "does not derive (it has no prune stream)")
     x, y = (data[0] if isinstance(data[0], tuple | list) else data)
-    source = plan(lottery)[depends_on(lottery, plan(lottery).index(level))]
-    record = store.load_level(path, source.name)
+    record = store.load_level(path, previous.name)  # the source level (depends_on)
     n = len(p.seeds)
     masks = jax.vmap(lambda q: rule.start(lottery.network, q))(init) if p.mode == "oneshot" else \
         _tree(record, "masks")
@@ -1302,11 +1301,11 @@ def _train_program(jobs: list[_Job], lotteries: Sequence[Lottery], paths: list[P
         chain = chain_state = None
         start_state = stored_init_state(lt, job.path)
         if lt.procedure.mode == "han":
-            chain = init if previous is None else _tree(store.load_level(job.path, previous.name), "chain")
-            if start_state is not None and previous is not None:
+            prev = None if previous is None else store.load_level(job.path, previous.name)
+            chain = init if prev is None else _tree(prev, "chain")
+            if start_state is not None and prev is not None:
                 rows = slice(-len(lt.procedure.seeds), None)  # the chain's rows are the level's last
-                chain_state = jax.tree.map(lambda a, rows=rows: a[rows],
-                                           _tree(store.load_level(job.path, previous.name), STATE))
+                chain_state = jax.tree.map(lambda a, rows=rows: a[rows], _tree(prev, STATE))
         states = trial_states(lt, start_state, level, chain_state)
         parts.append((job, masks, programs.Trials(*build_trials(lt, init, masks, level, chain), model_state=states)))
     sizes = [int(p[2].keys.shape[0]) for p in parts]

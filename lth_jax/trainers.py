@@ -120,10 +120,7 @@ class Minibatch:
         shapes = network.shapes()
         params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
         units = sum(int(a.shape[-1]) for a in jax.tree.leaves(shapes) if a.ndim == 1)
-        if isinstance(self.optimizer, str):
-            slots = {"sgd": 0, "momentum": 1, "adam": 2, "adam_tf1": 2}[self.optimizer] * params
-        else:
-            slots = optimizers.state_floats(self.optimizer_fn(), shapes)
+        slots = optimizers.state_floats(self.optimizer_fn(), shapes)  # momentum 1x params, Adam 2x, ...
         return int(4 * (3 * params + slots) + params + 4 * units * (test_examples + 3 * self.batch_size))
 
     # ---- late rewinding (lth_jax.runner): stop at snapshot steps, restart from one
