@@ -40,10 +40,6 @@ from jax.custom_batching import custom_vmap
 BATCHED: tuple[str, ...] = ("unrolled", "grouped")
 
 
-def _trials_first(x: jax.Array, batched: bool, n: int) -> jax.Array:
-    return x if batched else jnp.broadcast_to(x, (n, *x.shape))
-
-
 @functools.lru_cache(maxsize=256)
 def _ops(spec: tuple, layout: str) -> Any:
     """The convolution of one static configuration, with its batching and gradient rules."""
