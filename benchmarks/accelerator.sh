@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# The paper on one accelerator (issue 10): throughput benchmarks (XOR, LeNet, devices, levels in
+# The paper on one accelerator: throughput benchmarks (XOR, LeNet, devices, levels in
 # one program against one per level, conv layouts), then Figures 3-6 (one-shot) and
 # Figures 7-8 (iterative, both controls) at the paper's settings (5 seeds, 3 + 3 controls,
-# 50,000 iterations, test accuracy every 100), the stored runs and the report in one folder,
+# 50,000 iterations, test accuracy every 100), Conv-2 on CIFAR-10 at the later version's settings
+# ($LTH_CIFAR10_DIR; without it on synthetic data, marked so), the stored runs and the report in one folder,
 # seconds per stage printed. Target: under 10 minutes of wall time on one H100/H200.
 #
 #   bash benchmarks/accelerator.sh OUT_DIR            # on the GPU machine (MNIST: $LTH_MNIST_DIR or download)
@@ -18,17 +19,21 @@ mkdir -p "$OUT/benchmarks" "$OUT/runs/mnist" "$OUT/report"
 if [[ "$TINY" == "--tiny" ]]; then
   XOR=(--trials=20 --steps=200 --repeats=1 --variants=flax+vmap --optimizers=adam --both_xla_settings=false
        --sweep=false)
-  LENET=(--trials=1,2 --steps=100 --repeats=1)
+  LENET=(--trials=1 --steps=100 --repeats=1 --paired=1,2)
   SCALING=(--counts=1 --xor_trials=20 --xor_steps=100 --lenet_trials=2 --lenet_steps=100 --repeats=1)
   MERGED=(--levels=100,50 --seeds=1 --controls=0 --iterations=100)
-  CONV=(--seeds=2 --steps=50 --layouts=unrolled --repeats=1)
-  MNIST=(--preset=smoke --iterations=200 --eval_every=100 --seeds=2 --controls=1,1
+  CONV=(--seeds=1 --batch=10 --steps=50 --layouts=unrolled --repeats=1 --zoo=)
+  CIFAR=(--synthetic --preset=smoke --iterations=10 --eval_every=5 --average_over=5 --stable_for=5 --batch_size=4
+         --mode=oneshot --levels=100)
+  MNIST=(--preset=smoke --iterations=100 --eval_every=100 --seeds=2 --controls=1,1
          --average_over=100 --stable_for=100)
   ONESHOT=(--levels=100,50) ITERATIVE=(--min_remaining=70)
 else
   XOR=() LENET=(--trials=1,5,35,70) SCALING=(--real) MERGED=(--iterations=1000) CONV=(--steps=500)
   MNIST=(--preset=paper --seeds=5 --controls=3,3 --iterations=50000 --eval_every=100)
   ONESHOT=() ITERATIVE=()
+  CIFAR=(--model=conv2 --preset=paper)
+  [[ -n "${LTH_CIFAR10_DIR:-}" ]] || CIFAR+=(--synthetic)  # timing only: the figure needs the real data
 fi
 stage() {  # stage NAME COMMAND...: run it, print its seconds
   local name=$1 t0=$SECONDS
@@ -49,5 +54,7 @@ stage "figures 3-6 (one-shot)" python -m experiments.mnist "${MNIST[@]}" "${ONES
   --out_dir="$OUT/runs/mnist" --noprogress
 stage "figures 7-8 (iterative)" python -m experiments.mnist "${MNIST[@]}" "${ITERATIVE[@]}" --mode=iterative \
   --out_dir="$OUT/runs/mnist" --noprogress
+stage "cifar conv-2 (later version)" python -m experiments.cifar "${CIFAR[@]}" --out_dir="$OUT/runs/cifar" \
+  --noprogress
 stage "report" python -m experiments.report --runs_dir="$OUT/runs" --out_dir="$OUT/report"
 echo "== total: $SECONDS s (results in $OUT)"

@@ -1,4 +1,4 @@
-"""The instability path as one batched program against its alphas evaluated one by one (issue 9).
+"""The instability path as one batched program against its alphas evaluated one by one.
 
     python -m benchmarks.instability_path --data_dir=../shared/mnist --out=/tmp/instability_path.json
 
@@ -36,7 +36,8 @@ import numpy as np
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import data, instability, mnist, models, store
+from lth_jax import data, instability, models, store
+from lth_jax.reproduction import mnist
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, f"folder with the four MNIST .gz files (default: ${data.MNIST_DIR_ENV})")

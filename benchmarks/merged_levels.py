@@ -1,4 +1,4 @@
-"""One-shot levels in one program against one program per level (issue 10: fewer, larger programs).
+"""One-shot levels in one program against one program per level (fewer, larger programs).
 
     python -m benchmarks.merged_levels --data_dir=../shared/mnist
 
@@ -25,6 +25,7 @@ import numpy as np
 from absl import app, flags
 
 from experiments import xla_cpu
+from lth_jax.store import ondisk
 from tests.golden.digest import digest_record
 
 FLAGS = flags.FLAGS
@@ -39,7 +40,7 @@ flags.DEFINE_integer("budget_mb", None, "Memory budget a device (default: the ru
 
 def _digests(path: Path) -> dict[str, str]:
     names = sorted(p.stem for p in path.glob("*.json")
-                   if p.name != "settings.json" and (path / f"{p.stem}.npz").exists())
+                   if p.name != ondisk.SETTINGS and (path / f"{p.stem}.npz").exists())
     return {n: json.dumps(digest_record(path, n), sort_keys=True) for n in names}
 
 
@@ -47,7 +48,8 @@ def main(_: list[str]) -> None:
     xla_cpu.speed_up_xla_cpu()  # before jax starts, as the drivers do
     import jax
 
-    from lth_jax import data, mnist, runner
+    from lth_jax import data, runner
+    from lth_jax.reproduction import mnist
 
     class Programs(runner.Progress):
         def __init__(self) -> None:

@@ -51,8 +51,10 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import data, mnist, models, store, train, trainers
+from lth_jax import data, models, store, trainers
 from lth_jax import masks as masks_lib
+from lth_jax.reproduction import mnist
+from lth_jax.trainers import step as train_step
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("data_dir", None, f"folder with the four MNIST .gz files (default: ${data.MNIST_DIR_ENV}, "
@@ -151,8 +153,8 @@ def paired_steps(model, groups: int, members: int, steps: int, lr: float) -> tup
     the trainer does today); ``grouped`` draws each group's batch once and vmaps its members over
     it, so a layer's forward pass is one wide matmul of the batch against the group's kernels.
     The same numbers go in and, up to float summation order, come out."""
-    opt = train.make_optimizer("sgd", lr)
-    step = train.masked_step(train.softmax_ce(model.apply), opt)
+    opt = train_step.make_optimizer("sgd", lr)
+    step = train_step.masked_step(train_step.softmax_ce(model.apply), opt)
 
     def one(p, s, m, x, y):
         p, s, _ = step(p, s, m, (x, y))

@@ -1,4 +1,4 @@
-"""Trials per second with the trial axis split across 1, 2 and 4 devices (issue 10).
+"""Trials per second with the trial axis split across 1, 2 and 4 devices.
 
     python -m benchmarks.scaling                      # this machine: 4 CPU devices forced, 1 / 2 / 4 used
     python -m benchmarks.scaling --real               # the devices the machine has (a GPU node)
@@ -57,7 +57,8 @@ def worker(count: int) -> dict[str, Any]:
     # jax is imported here, in the measuring process only: its device count is fixed at import
     import jax
 
-    from lth_jax import datasets, devices, mnist, xor
+    from lth_jax import datasets, devices
+    from lth_jax.reproduction import mnist, xor
 
     placement = devices.placement(count)
     split = placement if count > 1 else None

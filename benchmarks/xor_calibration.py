@@ -5,10 +5,10 @@
 The paper gives neither the optimiser, the learning rate, Adam's epsilon, a learning-rate
 schedule, how many examples a step sees, the ReLU derivative at 0, whether a unit's "input
 weights" include its bias, nor what "reached zero loss" means. Each candidate is a set of
-:class:`lth_jax.xor.Settings` fields; for each seed it trains every line of both figures
-(:func:`lth_jax.xor.run`, the sweep's own code, without the reinit controls, which no paper
+:class:`lth_jax.reproduction.xor.Settings` fields; for each seed it trains every line of both figures
+(:func:`lth_jax.reproduction.xor.run`, the sweep's own code, without the reinit controls, which no paper
 cell scores), and then, for every zero-loss rule (every example's loss, or their mean: the
-training loss) and threshold of a grid, scores :func:`lth_jax.xor.fidelity`: how many of the
+training loss) and threshold of a grid, scores :func:`lth_jax.reproduction.xor.fidelity`: how many of the
 26 cells lie within 2 combined binomial SEs of the paper's.
 
 A threshold fitted to all 26 cells flatters a candidate, so each is also scored out of sample:
@@ -32,7 +32,8 @@ import numpy as np
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import paper, store, xor
+from lth_jax import store
+from lth_jax.reproduction import paper, xor
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("trials", 1000, "Networks per line and candidate.")

@@ -34,8 +34,10 @@ import numpy as np
 from absl import app, flags
 
 from experiments import xla_cpu
-from lth_jax import datasets, metrics, pruning, runner, store, xor
+from lth_jax import criteria, datasets, pruning, runner, store
 from lth_jax import masks as masks_lib
+from lth_jax.reproduction import xor
+from lth_jax.store import ondisk
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("trials", 1000, "Networks per line.")
@@ -50,7 +52,7 @@ SIGN = 2 * Y - 1
 
 def found(logits: np.ndarray) -> np.ndarray:
     """DB per network, by the sweep's rule (strict: every point on its side of the boundary)."""
-    return np.asarray(metrics.decision_boundary(logits, Y))
+    return np.asarray(criteria.decision_boundary(logits, Y))
 
 
 def margin_for(threshold: float) -> float:
@@ -62,10 +64,10 @@ class Line:
     """One level of one stored line: initial values, masks, trained values, logits."""
 
     def __init__(self, init: dict, rec: store.Record) -> None:
-        self.masks = store.subtree(rec.arrays, "masks")
-        self.trained = store.subtree(rec.arrays, "trained")
+        self.masks = store.subtree(rec.arrays, ondisk.MASKS)
+        self.trained = store.subtree(rec.arrays, ondisk.TRAINED)
         self.init = jax.device_get(masks_lib.apply(init, self.masks))  # the tickets' rows are the seeds'
-        self.logits = rec.arrays["logits"]
+        self.logits = rec.arrays[ondisk.LOGITS]
 
     def hidden(self, which: str = "trained") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         p = getattr(self, which)
@@ -78,7 +80,7 @@ def load(s: xor.Settings, cache: str) -> dict[str, Line]:
     paths = xor.run(s, Path(cache) / "cache")
     out = {}
     for name, path in paths.items():
-        init = store.subtree(store.load_level(path, runner.INIT).arrays, "init")
+        init = store.subtree(store.load_level(path, ondisk.INIT).arrays, ondisk.INIT)
         for rec in runner.records(path, arrays=True):
             units = int(rec.metrics["percent_nominal"])
             line = Line(init, rec)

@@ -5,11 +5,11 @@
 Variants (all train the same networks, the sweep's ``models.xor_net(10, relu_grad_at_zero=1)``,
 with the same masks; trial-steps/s = trials x steps / run s):
 
-- ``flax+vmap``: ``jax.vmap`` of ``train.full_batch`` on the flax model's loss (``MLP.apply``; the
+- ``flax+vmap``: ``jax.vmap`` of ``train_step.full_batch`` on the flax model's loss (``MLP.apply``; the
   naive version);
 - ``hand+vmap``: the same with the loss of the trial-axis-last forward pass
   (``trainers.sigmoid_ce_trials_last``, i.e. ``models.mlp_logits_trials_last``);
-- ``hand+batched``: ``train.full_batch(..., batched=True)`` (trial axis laid out last inside the
+- ``hand+batched``: ``train_step.full_batch(..., batched=True)`` (trial axis laid out last inside the
   program, the loss vmapped over it);
 - ``hand+native``: the sweep's path, ``trainers.FullBatch`` (``batched=True`` with
   ``loss_takes_trials=True``: the loss broadcasts over the trailing trial axis itself, no vmap),
@@ -73,7 +73,8 @@ LEARNING_RATE = {"adam": 0.001, "sgd": 0.5, "momentum": 0.05}  # benchmarks/xor_
 def measure(variant: str, opt: str) -> dict:
     import jax
 
-    from lth_jax import datasets, masks, models, pruning, runner, train, trainers
+    from lth_jax import datasets, masks, models, pruning, runner, trainers
+    from lth_jax.trainers import step as train_step
 
     net = models.xor_net(10, relu_grad_at_zero=1.0)
     keys = jax.random.split(jax.random.key(0), FLAGS.trials)
@@ -86,12 +87,12 @@ def measure(variant: str, opt: str) -> dict:
         compiled, compile_s = trainer.compiled(runner.Network(net, (2,)), data)
         args = (params, m)
     else:
-        optimizer = train.make_optimizer(opt, LEARNING_RATE[opt])
-        loss = train.sigmoid_bce(net.apply) if variant.startswith("flax") else trainers.sigmoid_ce_trials_last(net)
+        optimizer = train_step.make_optimizer(opt, LEARNING_RATE[opt])
+        loss = train_step.sigmoid_bce(net.apply) if variant.startswith("flax") else trainers.sigmoid_ce_trials_last(net)
         if variant.endswith("batched"):
-            fn = train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps, batched=True)
+            fn = train_step.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps, batched=True)
         else:
-            fn = jax.vmap(train.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps),
+            fn = jax.vmap(train_step.full_batch(loss, optimizer, FLAGS.steps, loss_every=FLAGS.steps),
                           in_axes=(0, 0, None))
         t0 = time.perf_counter()
         compiled = jax.jit(fn).lower(params, m, data).compile()

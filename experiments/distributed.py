@@ -24,9 +24,15 @@ ENV = {"coordinator_address": "JAX_COORDINATOR_ADDRESS", "num_processes": "JAX_N
        "process_id": "JAX_PROCESS_ID"}
 
 
-def define_flags() -> None:
-    cli.define_flag("devices", int | None, None, "Devices the trials are split across (default: all; results do "
-                    "not depend on it).", min=1)
+def define_flags(budget: bool = True) -> None:
+    """The device flags; ``budget``: also ``--memory_budget_mb`` (drivers whose runs it chunks)."""
+    cli.define_flag("devices", int | None, None, "Devices the chunks of trials train on, whole chunks a device "
+                    "(default: all; results do not depend on it; a program of one chunk uses one device"
+                    + (", so lower --memory_budget_mb for more chunks)." if budget else ")."), min=1)
+    if budget:
+        cli.define_flag("memory_budget_mb", int | None, None, "Device memory a chunk of trials may use (default: "
+                        "40 percent of an accelerator's, 2048 on a CPU); it decides the chunks, so changing it can "
+                        "change the last bits, like any change of a program's width.", min=1)
     cli.define_flag("coordinator_address", str | None, None, "Multi-host: host:port of process 0 (default: "
                     "$JAX_COORDINATOR_ADDRESS).")
     cli.define_flag("num_processes", int | None, None, "Multi-host: number of processes (default: "

@@ -4,10 +4,10 @@
     python -m experiments.examine --preset=paper   # 10 runs, 50,000 iterations a round (a GPU job)
     python -m experiments.examine --from_run=runs/iterative-<hash>   # analyse a stored iterative run
 
-Configuration (flags from :class:`lth_jax.mnist.Settings`, presets in ``experiments/configs/examine.py``)
--> the iterative chain of section 4 through :func:`lth_jax.mnist.run` (tickets only, every seed in
+Configuration (flags from :class:`lth_jax.reproduction.mnist.Settings`, presets in ``experiments/configs/examine.py``)
+-> the iterative chain of section 4 through :func:`lth_jax.reproduction.mnist.run` (tickets only, every seed in
 one vmapped program, stopped right after the smallest level shown, each round stored and
-resumable) -> :func:`lth_jax.analysis.section5` (survivors' initial values, connectivity after
+resumable) -> :func:`lth_jax.reproduction.analysis.section5` (survivors' initial values, connectivity after
 footnote 7's removal, with sample sizes) -> ``examine.json``, ``figure9.png``, ``figure10.png``.
 Levels are named as in the paper, by the hidden layers' nominal fraction remaining (0.8 ** round).
 """
@@ -24,7 +24,9 @@ import numpy as np
 from experiments import cli, distributed
 from experiments.configs.examine import PRESETS, window
 from experiments.progress import LevelBars
-from lth_jax import analysis, data, devices, mnist, paper, runner, store
+from lth_jax import data, devices, runner, store
+from lth_jax.reproduction import analysis, mnist, paper
+from lth_jax.store import ondisk
 
 FLAGS = cli.FLAGS
 FIXED = ("mode", "seeds", "reinit", "shuffle", "random", "levels", "min_remaining", "average_over", "stable_for",
@@ -86,13 +88,14 @@ def run() -> None:
             count = distributed.start()
             bars = LevelBars(len(mnist.plan(settings)), FLAGS.progress)
             path = mnist.run(settings, mnist.device_data(data.mnist(FLAGS.mnist_dir)), FLAGS.runs_dir, progress=bars,
-                             devices=count)
+                             devices=count, memory_budget_mb=FLAGS.memory_budget_mb)
             bars.close()
             if not devices.is_writer():  # the figures are process 0's to write
                 return
     levels = mnist.plan(settings)
     # each wanted round's ticket masks, named by the hidden layers' nominal fraction remaining
-    chain = {(1 - settings.rate) ** r: store.subtree(stored_round(path, levels[r]).arrays, "masks") for r in wanted}
+    chain = {(1 - settings.rate) ** r: store.subtree(stored_round(path, levels[r]).arrays, ondisk.MASKS)
+             for r in wanted}
     init = jax.device_get(mnist.initial_params(settings))
     out_dir = Path(FLAGS.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

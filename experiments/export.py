@@ -1,4 +1,4 @@
-"""Light copies of stored results for the repository (issue 12): curves and metrics, no weights.
+"""Light copies of stored results for the repository: curves and metrics, no weights.
 
     python -m experiments.export --runs_dir=runs --out=results/runs
 
@@ -24,10 +24,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from experiments import cli
-from lth_jax import instability_runs, store
+from lth_jax import store
+from lth_jax.reproduction import instability_runs
+from lth_jax.store import ondisk
 
 PROGRAM = "export"
-SUMMARIES = ("xor_sweep.json", "examine.json")  # read by lth_jax.results, with the figures beside them
+SUMMARIES = ("xor_sweep.json", "examine.json")  # read by lth_jax.reproduction.results, with the figures beside them
 
 
 def define() -> None:
@@ -38,7 +40,7 @@ def define() -> None:
 def kept_arrays(run: Path) -> tuple[str, ...]:
     """The array names (prefixes) a copy of ``run`` keeps: everything of an instability analysis,
     the curves of a lottery run."""
-    return ("",) if run.name.startswith(f"{instability_runs.PREFIX}-") else ("curves/",)
+    return ("",) if run.name.startswith(f"{instability_runs.PREFIX}-") else (ondisk.CURVES + ondisk.SEP,)
 
 
 def summaries(root: Path) -> list[Path]:
@@ -56,8 +58,8 @@ def copy_file(src: Path, dest: Path) -> None:
 
 def run() -> None:
     root, out = Path(cli.FLAGS.runs_dir), Path(cli.FLAGS.out)
-    found = sorted(f.parent for f in root.rglob("settings.json")
-                   if not store.is_export(f.parent) and any(n != "init" for n in store.levels(f.parent)))
+    found = sorted(f.parent for f in root.rglob(ondisk.SETTINGS)
+                   if not store.is_export(f.parent) and any(n != ondisk.INIT for n in store.levels(f.parent)))
     files = summaries(root)
     cli.check(bool(found or files), "runs_dir", f"no stored run with a level or summary under {root}")
     for src in found:

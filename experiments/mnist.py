@@ -6,8 +6,8 @@
     python -m experiments.mnist --preset=smoke                     # a few minutes on 2 CPU cores
     python -m experiments.mnist_plots --runs_dir=runs/mnist        # PNGs from what is stored
 
-Configuration (flags generated from :class:`lth_jax.mnist.Settings`; every flag left unset
-takes the preset's value, ``experiments/configs/mnist.py``) -> :func:`lth_jax.mnist.run`
+Configuration (flags generated from :class:`lth_jax.reproduction.mnist.Settings`; every flag left unset
+takes the preset's value, ``experiments/configs/mnist.py``) -> :func:`lth_jax.reproduction.mnist.run`
 (each level: the tickets of all seeds and all their controls in one vmapped program, stored
 under ``--out_dir/<mode>-<hash>/`` as soon as it is trained; the same command resumes a
 killed run) -> the per-level table. Section 6's studies are other settings of the same
@@ -17,14 +17,15 @@ command (``--std=0.4``, ``--hidden=600,300``, ``--mode=iterative --rate=0.5``).
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import jax
 
 from experiments import cli, distributed
 from experiments.configs.mnist import PRESETS
+from experiments.figures.tables import print_table
 from experiments.progress import LevelBars
-from lth_jax import data, mnist
+from lth_jax import data
+from lth_jax.reproduction import mnist
 
 FLAGS = cli.FLAGS
 DRIVER = ("seeds", "reinit", "shuffle", "random")  # set from --seeds/--first_seed and --controls
@@ -61,32 +62,6 @@ def settings_from_flags() -> mnist.Settings:
     return s
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
-
-
-def print_table(rows: list[dict[str, Any]]) -> None:
-    """The per-level report: convergence iteration, accuracy there, final accuracy (mean [min, max]);
-    for trainings stopped at convergence the final accuracy is the one at the stop, shown with the
-    mean stop step."""
-    stopped = any(r.get("stop_step_mean") is not None for r in rows)
-    print(f"{'level':>7} {'%left':>7} {'role':>8} {'n':>3} {'conv':>4}  {'conv. iteration':>23}  "
-          f"{'acc. at convergence':>26}  {'final accuracy (at stop)' if stopped else 'final accuracy':>26}"
-          + (f"  {'stopped at (mean)':>17}" if stopped else ""))
-
-    def triple(r: dict[str, Any], key: str, spec: str) -> str:
-        return f"{_fmt(r[key + '_mean'], spec)} [{_fmt(r[key + '_min'], spec)}, {_fmt(r[key + '_max'], spec)}]"
-
-    for r in rows:
-        print(f"{r['level']:>7} {r['percent_overall']:7.2f} {r['role']:>8} {r['trials']:3d} {r['converged']:4d}  "
-              f"{triple(r, 'convergence_iteration', '7.0f'):>23}  {triple(r, 'convergence_accuracy', '.4f'):>26}  "
-              f"{triple(r, 'final_accuracy', '.4f'):>26}"
-              + (f"  {_fmt(r.get('stop_step_mean'), '17.0f')}" if stopped else "")
-              + (f"  diverged {r['diverged']}" if r["diverged"] else "")
-              + (f"  left out {r['pruned_from_diverged']} pruned from a diverged training"
-                 if r["pruned_from_diverged"] else ""))
-
-
 def run() -> None:
     s = settings_from_flags()
     count = distributed.start()
@@ -103,7 +78,8 @@ def run() -> None:
     print(f"results: {mnist.run_dir(s, FLAGS.out_dir)}")
     bars = LevelBars(len(levels), FLAGS.progress)
     t0 = time.perf_counter()
-    path = mnist.run(s, images, FLAGS.out_dir, progress=bars, chunk_steps=FLAGS.chunk_steps, devices=count)
+    path = mnist.run(s, images, FLAGS.out_dir, progress=bars, chunk_steps=FLAGS.chunk_steps, devices=count,
+                     memory_budget_mb=FLAGS.memory_budget_mb)
     bars.close()
     print(f"done in {time.perf_counter() - t0:.1f} s")
     print_table(mnist.table(path))

@@ -8,7 +8,7 @@
 Configuration (``experiments/configs/reproduce_paper.py``: the steps) -> each step's own entry
 point as a subprocess (each resumable: a killed run started again skips what is stored) ->
 ``experiments.report``. Time estimates use the cost per LeNet-300-100 seed-step measured from
-what is stored under ``--runs_dir`` (:mod:`lth_jax.cost`), else its documented defaults.
+what is stored under ``--runs_dir`` (:mod:`lth_jax.reproduction.cost`), else its documented defaults.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from experiments import cli
 from experiments.configs.reproduce_paper import PRESETS, STEPS, estimate, steps
-from lth_jax import cost
+from lth_jax.reproduction import cost
 
 FLAGS = cli.FLAGS
 

@@ -2,8 +2,8 @@
 
     python -m experiments.xor_sweep --trials=1000 --out_dir=runs/xor
 
-Configuration (flags generated from :class:`lth_jax.xor.Settings`, presets in
-``experiments/configs/xor.py``) -> :func:`lth_jax.xor.sweep` (every line of both figures
+Configuration (flags generated from :class:`lth_jax.reproduction.xor.Settings`, presets in
+``experiments/configs/xor.py``) -> :func:`lth_jax.reproduction.xor.sweep` (every line of both figures
 through the lottery runner; each level stored as soon as it is trained, so a rerun reuses it
 and a killed run resumes) -> ``xor_sweep.json`` -> tables on stdout and ``xor_sweep.png``.
 """
@@ -22,7 +22,8 @@ import numpy as np
 from experiments import cli, distributed
 from experiments.configs.xor import PRESETS
 from experiments.progress import LevelBars
-from lth_jax import datasets, devices, paper, store, xor
+from lth_jax import datasets, devices, store
+from lth_jax.reproduction import paper, xor
 
 FLAGS = cli.FLAGS
 
@@ -32,7 +33,7 @@ def define() -> None:
     cli.define_flags(xor.Settings, PRESETS["paper"])
     cli.define_flag("out_dir", str, "runs/xor", "Where the JSON, the PNG and the stored runs (out_dir/cache) go.")
     cli.define_flag("progress", bool, True, "Show progress bars.")
-    distributed.define_flags()
+    distributed.define_flags(budget=False)
 
 
 def run() -> None:

@@ -1,31 +1,32 @@
 """lth-jax: lottery-ticket experiments as pure functions over JAX pytrees.
 
-The runner (:mod:`lth_jax.runner`) carries the paper's procedure for any Flax model; the
-paper's own experiments are its configurations (:mod:`lth_jax.mnist`, :mod:`lth_jax.xor`).
+The framework is this package: masks and pruning rules, transforms, the training contract, the
+trainers and :mod:`lth_jax.runner`, which carries the paper's procedure for any Flax model, and
+:mod:`lth_jax.store`, which alone owns the on-disk format. The paper's own experiments are
+configurations of it in :mod:`lth_jax.reproduction`, which depends on the framework and never
+the other way round.
 """
 
 from lth_jax import (
-    analysis,
-    claims,
-    connectivity,
-    cost,
+    contract,
+    conv,
+    criteria,
     data,
+    datasets,
+    devices,
+    instability,
     judges,
     masks,
-    metrics,
-    mnist,
     models,
-    paper,
+    optimizers,
+    programs,
     pruning,
-    results,
     rules,
     runner,
     store,
-    train,
     trainers,
     transforms,
-    xor,
 )
 
-__all__ = ["analysis", "claims", "connectivity", "cost", "data", "judges", "masks", "metrics", "mnist", "models",
-           "paper", "pruning", "results", "rules", "runner", "store", "train", "trainers", "transforms", "xor"]
+__all__ = ["contract", "conv", "criteria", "data", "datasets", "devices", "instability", "judges", "masks", "models",
+           "optimizers", "programs", "pruning", "rules", "runner", "store", "trainers", "transforms"]

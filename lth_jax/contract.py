@@ -115,7 +115,7 @@ class Contract:
         return logits, {c: new[c] for c in self.collections}
 
     def losses(self, pipeline: Any = None, layout: str | None = None) -> tuple[Callable, Callable]:
-        """``(loss, accuracy)`` as :func:`lth_jax.train.minibatch_segment` takes them with
+        """``(loss, accuracy)`` as :func:`lth_jax.trainers.step.minibatch_segment` takes them with
         ``stateful=True``: mean softmax cross-entropy of a (augmented, normalised) batch, and
         the fraction of the test set classified correctly. ``layout`` (one of
         :data:`lth_jax.conv.BATCHED`) computes the model's convolutions and max poolings with

@@ -1,4 +1,4 @@
-"""Conv nets over a stack of trials, laid out for speed (issue 20).
+"""Conv nets over a stack of trials, laid out for speed.
 
 On XLA's CPU backend ``jax.vmap`` turns a convolution over a stack of trials into ONE grouped
 convolution (``feature_group_count`` = trials), several times slower than the same

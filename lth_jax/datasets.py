@@ -368,6 +368,47 @@ def mnist(data_dir: str | None = None, **kw: Any) -> Dataset:
     return Dataset("mnist", loader=load, canonical=True, **kw)
 
 
+def fashion_mnist(data_dir: str | None = None, **kw: Any) -> Dataset:
+    """Fashion-MNIST (784 pixels in [0, 1], int32 labels; MNIST's drop-in replacement), loaded on
+    first use by :func:`lth_jax.data.fashion_mnist`, which checks the files' published SHA-256 and
+    MD5: canonical, so it hashes as ``"fashion_mnist"``."""
+
+    def load() -> Splits:
+        m = data.fashion_mnist(data_dir)
+        return m.train, m.test
+
+    return Dataset("fashion_mnist", loader=load, canonical=True, **kw)
+
+
+CIFAR10_AUGMENT = Compose((RandomCrop(4), HorizontalFlip()))
+"""CIFAR's standard training augmentation: a random 32x32 window of the image zero-padded by
+4 pixels, then a horizontal flip with probability 1/2 (He et al. 2016; Frankle et al. 2019)."""
+
+
+def cifar10(data_dir: str | None = None, *, augment: Augmentation | None = CIFAR10_AUGMENT,
+            normalise: bool = True, **kw: Any) -> Dataset:
+    """CIFAR-10 (NHWC 32x32x3 pixels in [0, 1], int32 labels), loaded on first use by
+    :func:`lth_jax.data.cifar10`; canonical, so it hashes by name and pipeline (``"cifar10"`` alone
+    with ``augment=None, normalise=False``).
+
+    By default training batches get :data:`CIFAR10_AUGMENT` and every batch is normalised per
+    channel with :data:`lth_jax.data.CIFAR10_MEAN` and ``CIFAR10_STD``, the training set's
+    statistics as constants (so hashing needs no loading). ``normalise=False`` leaves pixels in
+    [0, 1], or admits your own ``mean`` and ``std``. Only the archive has a published checksum: a
+    folder of loose batches is held to CIFAR-10's documented structure, which pins less.
+    """
+    if normalise:
+        if "mean" in kw or "std" in kw:
+            raise ValueError("cifar10: pass normalise=False to normalise with your own mean and std")
+        kw = {**kw, "mean": data.CIFAR10_MEAN, "std": data.CIFAR10_STD}
+
+    def load() -> Splits:
+        c = data.cifar10(data_dir)
+        return c.train, c.test
+
+    return Dataset("cifar10", loader=load, augment=augment, canonical=True, **kw)
+
+
 def xor_points() -> tuple[jax.Array, jax.Array]:
     """The four XOR points and their classes: (0,0),(1,1) -> 0, (0,1),(1,0) -> 1 (paper section 2)."""
     x = jnp.array([[0, 0], [0, 1], [1, 0], [1, 1]], jnp.float32)

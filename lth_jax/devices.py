@@ -1,29 +1,49 @@
-"""Where the trial axis lives: a one-axis mesh of devices, the trials split across it.
+"""Where the trials train: the devices a run uses, and the processes of a multi-host run.
 
 Every training program of the runner is a vmap over a leading *trial* axis whose rows never
-interact, so spreading the trials over devices needs no collective: a :class:`Placement` puts
-the trial axis of the inputs on the mesh axis ``"trials"`` (``NamedSharding(mesh,
-P("trials"))``) and everything else (the data sets) replicated (``P()``), and ``jax.jit``
-partitions the program from those input shardings. The trial count of a program is padded to a
-multiple of the device count by repeating a row (trials are independent, so a copy changes no
-other row) and the padding is dropped from the results (:func:`lth_jax.programs.chunks`).
+interact. A :class:`Placement` names the devices a run uses. The runner cuts a program's trials
+into the chunks a one-device run cuts (:class:`lth_jax.programs.Program`) and every device
+trains whole chunks, each the one-device program of that chunk (chunk ``j`` on device ``j mod
+d``): one Python thread a device, the chunk's inputs committed there (:func:`on_device`;
+jitted calls run where their inputs are, and JAX releases the GIL while a program runs, so the
+devices work at once).
 
-The same code serves several processes (``jax.distributed``): the mesh holds every process's
-devices, inputs are built on every process (they are a deterministic function of the
-settings) and each process fills only its own shards (``jax.make_array_from_callback``);
-:func:`host` brings results back to every process (``process_allgather`` where an array spans
-processes, ``device_get`` otherwise).
+Why whole chunks rather than the trial axis split across the devices: XLA's kernels sum in an
+order that can depend on the vmap width (measured on a CPU: vmapped MLP gradients at some widths
+differ in the last bits from the same rows at others, and for tiny layers even a row's position
+inside a width matters), so a trial's bits would depend on how many devices share its program.
+Trained whole, every chunk is the same program whatever the device count, and a run on 1, 2, 3
+or 4 devices stores the same bits (tests/test_devices.py). The trade-off: a program of one
+chunk trains on one device; several devices help only when there are several chunks (a smaller
+``memory_budget_mb`` makes more).
 
-Numbers: a program split over d devices runs, on each, the same vmapped computation over
-``n / d`` trials. XLA's CPU kernels sum in an order that can depend on that width, so for some
-networks the last bits differ from a one-device run over ``n`` trials; LeNet-300-100's weights
-do not (tests/test_devices.py measures both).
+Several processes (``jax.distributed``): the placement holds every process's devices; inputs
+are built on every process (they are a deterministic function of the settings); the chunks go
+out in rounds of one a device (chunk ``i`` of a round to the process of the placement's
+``i``-th device), each process trains its own on its devices with threads, and :func:`share`
+gives every process every chunk of the round, so all of them store (process 0) and continue
+with the same numbers. :func:`host` brings arrays back to every process (``process_allgather``
+where an array spans processes, ``device_get`` otherwise).
+
+"The same bits" holds within one XLA configuration: on a CPU the flag that makes the devices,
+``--xla_force_host_platform_device_count``, by itself changes the bits of a one-device program
+(measured on 2 cores with LeNet-300-100: 1 to 3 forced devices give one set of bits, 4 another,
+5 and 8 a third), so a one-device reference for a forced-device run is made under the same flag.
+
+:meth:`Placement.shard` and :meth:`Placement.replicate` split one program's trial axis across
+the devices (SPMD, ``NamedSharding(mesh, P("trials"))``) for a trainer called with a
+``placement`` of its own (benchmarks/scaling.py); the runner trains no program that way (its
+bits would depend on the device count) and only replicates the data sets, once, so that every
+device reads its own copy.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import math
+import pickle
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -39,7 +59,8 @@ AXIS = "trials"
 
 @dataclasses.dataclass(frozen=True)
 class Placement:
-    """The devices the trial axis is split across (in mesh order)."""
+    """The devices a run trains on, in order (the mesh order where a trainer splits one program
+    across them: :meth:`shard`)."""
 
     devices: tuple[Any, ...]
 
@@ -86,11 +107,65 @@ def placement(devices: int | Sequence[Any] | None = None) -> Placement:
     return Placement(tuple(devices))
 
 
+def padded(n: int, placement: Placement | None) -> int:
+    """``n`` trials rounded up to whole shards of ``placement`` (``n`` itself on one device)."""
+    return n if placement is None else placement.padded(n)
+
+
 def split(devices: int | Sequence[Any] | Placement | None = None) -> Placement | None:
-    """The placement a program's trials are split across, or None for one device (the programs
-    as they were before there were placements)."""
+    """The devices a run's chunks train on, or None for one device (the chunks one after another
+    in this thread, on the default device)."""
     chosen = devices if isinstance(devices, Placement) else placement(devices)
     return None if chosen.count == 1 else chosen
+
+
+_COPIES: collections.OrderedDict = collections.OrderedDict()  # (id(array), device id) -> (array, copy)
+_COPIES_LOCK = threading.Lock()
+_KEEP = 16  # leaves of data sets kept on devices (a run reads one or two data sets)
+
+
+def on_device(tree: PyTree, device: Any) -> PyTree:
+    """``tree`` (the data sets a program reads) on ``device`` alone: an array already whole there
+    (a replicated array's copy on it: :meth:`Placement.replicate`) as it is, without a copy;
+    any other array put there once and kept for the next call (the last few)."""
+    def leaf(x: Any) -> Any:
+        if isinstance(x, jax.Array):
+            if x.sharding.device_set == {device}:
+                return x
+            for s in x.addressable_shards:
+                if s.device == device and s.data.shape == x.shape:
+                    return s.data
+        elif not isinstance(x, np.ndarray):
+            return x
+        key = (id(x), device.id)
+        with _COPIES_LOCK:
+            if key in _COPIES and _COPIES[key][0] is x:
+                _COPIES.move_to_end(key)
+                return _COPIES[key][1]
+        copy = jax.device_put(x, device)
+        with _COPIES_LOCK:
+            _COPIES[key] = (x, copy)  # the original is held too, so its id is not reused
+            while len(_COPIES) > _KEEP:
+                _COPIES.popitem(last=False)
+        return copy
+
+    return jax.tree.map(leaf, tree)
+
+
+def share(mine: dict[int, Any]) -> dict[int, Any]:
+    """Every process's ``mine`` (picklable values by distinct keys, e.g. the chunks it trained),
+    merged on every process (every process must call this together; one process: ``mine``)."""
+    if jax.process_count() == 1:
+        return dict(mine)
+    data = np.frombuffer(pickle.dumps(mine, protocol=pickle.HIGHEST_PROTOCOL), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int64(data.size))).reshape(-1)
+    buffer = np.zeros(int(sizes.max()), np.uint8)
+    buffer[:data.size] = data
+    every = np.asarray(multihost_utils.process_allgather(buffer))  # (processes, longest)
+    out: dict[int, Any] = {}
+    for row, size in zip(every, sizes, strict=True):
+        out.update(pickle.loads(row[:int(size)].tobytes()))  # our own processes' results
+    return out
 
 
 def _place(tree: PyTree, sharding: NamedSharding, multiple: int) -> PyTree:

@@ -37,7 +37,7 @@ import numpy as np
 PyTree = Any
 EvalFn = Callable[[PyTree], jax.Array]  # params of ONE network -> its error (a scalar)
 ApplyFn = Callable[..., jax.Array]      # Flax-style: apply_fn({"params": params}, x) -> logits
-ALPHAS = 31  # the default grid: 0, 1/30, ..., 1 (issue 9: "e.g. 31 values of alpha")
+ALPHAS = 31  # the default grid: 0, 1/30, ..., 1 (Frankle et al. 2020 use about 30 values of alpha)
 
 
 def grid(n: int = ALPHAS) -> jax.Array:

@@ -1,4 +1,5 @@
-"""Judges: how a level's trained trials are scored, as stored in the level's JSON.
+"""Judges: how a level's trained trials are scored, as stored in the level's JSON (each applies the
+per-trial criteria of :mod:`lth_jax.criteria`).
 
 A judge's settings never enter a run's hash (they judge stored outcomes), so a run can be
 re-judged under another rule without retraining (:func:`lth_jax.runner.records` + the
@@ -20,15 +21,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lth_jax import criteria as metrics_lib
 from lth_jax import datasets
-from lth_jax import metrics as metrics_lib
+from lth_jax.runner.spec import ROLES
+from lth_jax.store import ondisk
 
 METRICS: tuple[str, ...] = ("convergence_iteration", "convergence_accuracy", "final_accuracy", "best_accuracy",
                             "gain_after_convergence")
-ROLES: tuple[str, ...] = ("ticket", "reinit", "shuffle", "random", "continue")
 
 
-def stats(values: np.ndarray) -> dict[str, float | int | None]:
+def finite_summary(values: np.ndarray) -> dict[str, float | int | None]:
     """Mean, min, max, sample std and n over the finite values (None where there are none)."""
     v = np.asarray(values, np.float64)
     ok = v[np.isfinite(v)]
@@ -71,27 +73,27 @@ class Convergence:
     def per_trial(self, outputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Per trial: convergence iteration and accuracy there, final and best accuracy, the gain
         after convergence (the paper: +0.0019 on average for one-shot tickets), divergence step."""
-        acc = np.asarray(outputs["curves/accuracy"], np.float64)
+        acc = np.asarray(outputs[ondisk.ACCURACY], np.float64)
         # A late-rewound trial's curve starts at its rewind step (NaN before): judged from there, at absolute steps.
-        start = np.asarray(outputs.get("curves/start_step", np.zeros(len(acc), np.int64)))
-        conv = metrics_lib.Convergence(np.full(len(acc), np.nan), np.full(len(acc), np.nan))
+        start = np.asarray(outputs.get(ondisk.START_STEP, np.zeros(len(acc), np.int64)))
+        conv = metrics_lib.ConvergencePoint(np.full(len(acc), np.nan), np.full(len(acc), np.nan))
         for s in np.unique(start):
             rows = start == s
             c = metrics_lib.convergence(acc[rows, int(s) // self.eval_every:], self.eval_every, self.average_over,
                                         self.stable_for, self.tolerance)
             conv.iteration[rows], conv.accuracy[rows] = c.iteration + s, c.accuracy
         final = acc[:, -1]
-        if "curves/stop_step" in outputs:  # stopped at convergence: the final accuracy is the one at the stop
-            last = np.asarray(outputs["curves/stop_step"]) // self.eval_every - 1
+        if ondisk.STOP_STEP in outputs:  # stopped at convergence: the final accuracy is the one at the stop
+            last = np.asarray(outputs[ondisk.STOP_STEP]) // self.eval_every - 1
             final = acc[np.arange(len(acc)), last]
         with np.errstate(invalid="ignore"):
             best = np.where(np.all(np.isnan(acc), axis=1), np.nan,
                             np.nanmax(np.where(np.isnan(acc), -np.inf, acc), axis=1))
         out = {"convergence_iteration": conv.iteration, "convergence_accuracy": conv.accuracy,
                "final_accuracy": final, "best_accuracy": best, "gain_after_convergence": final - conv.accuracy,
-               "diverged_at": np.asarray(outputs["curves/diverged_at"])}
-        if "curves/stop_step" in outputs:
-            out["stop_step"] = np.asarray(outputs["curves/stop_step"])
+               "diverged_at": np.asarray(outputs[ondisk.DIVERGED_AT])}
+        if ondisk.STOP_STEP in outputs:
+            out["stop_step"] = np.asarray(outputs[ondisk.STOP_STEP])
         return out
 
     def stop(self, every: int) -> Stop:
@@ -118,12 +120,12 @@ class Convergence:
             rows.append(row)
         roles = {}
         for role, idx in _roles(trials).items():
-            roles[role] = {k: stats(per[k][idx]) for k in METRICS}
+            roles[role] = {k: finite_summary(per[k][idx]) for k in METRICS}
             roles[role]["trials"] = len(idx)
             roles[role]["converged"] = int(np.isfinite(per["convergence_iteration"][idx]).sum())
             roles[role]["diverged"] = int((per["diverged_at"][idx] >= 0).sum())
             if "stop_step" in per:  # final_accuracy is then the accuracy at the stop
-                roles[role]["stop_step"] = stats(per["stop_step"][idx])
+                roles[role]["stop_step"] = finite_summary(per["stop_step"][idx])
         out = {"convergence_rule": {**self.extra(), "eval_every": self.eval_every}, "trials": rows, "roles": roles}
         if "stop_step" in per:
             out["final_accuracy_at"] = "stop"
@@ -146,7 +148,7 @@ class Stop:
 class XorSuccess:
     """Section 2: a network "found the decision boundary" (DB) when every point is on the right
     side, and "reached zero loss" (ZL) when every example's (``over="every"``) or the mean
-    (``over="mean"``) cross-entropy is at most ``zero_loss``; see :mod:`lth_jax.metrics`."""
+    (``over="mean"``) cross-entropy is at most ``zero_loss``; see :mod:`lth_jax.criteria`."""
 
     zero_loss: float = 5.62e-4
     over: str = "every"
@@ -169,7 +171,7 @@ class XorSuccess:
         return np.asarray(db), np.asarray(zl)
 
     def summarize(self, outputs: Mapping[str, np.ndarray], trials: Sequence[Any]) -> dict[str, Any]:
-        db, zl = self.judge(outputs["logits"])
+        db, zl = self.judge(outputs[ondisk.LOGITS])
         roles = {role: {"trials": len(idx), "db": int(db[idx].sum()), "zl": int(zl[idx].sum())}
                  for role, idx in _roles(trials).items()}
         return {"success_rule": self.extra(), "roles": roles}

@@ -96,7 +96,7 @@ def init_params(model: nn.Module, key: jax.Array, input_dim: int) -> PyTree:
 def layer_order(module: nn.Module, *sample_inputs: Any, **kwargs: Any) -> tuple[masks_lib.Path, ...]:
     """The paths of ``module``'s layers (submodules owning a ``kernel``) in the order
     the forward pass first calls them: the ``order=`` of :mod:`lth_jax.pruning`,
-    :mod:`lth_jax.connectivity` and :mod:`lth_jax.analysis`.
+    :mod:`lth_jax.reproduction.connectivity` and :mod:`lth_jax.reproduction.analysis`.
 
     ``sample_inputs`` (arrays or ``jax.ShapeDtypeStruct``) and ``kwargs`` are what
     ``module.init`` takes after its key. Nothing is computed or compiled: the

@@ -1,4 +1,5 @@
-"""Pruning rules: pure functions ``(params, masks, ...) -> masks``, on any Flax params tree.
+"""Mask arithmetic: pure functions ``(params, masks, ...) -> masks`` on any Flax params tree, the
+primitives the rules of :mod:`lth_jax.rules` are made of.
 
 Rates may be traced values, so trials of one vmapped program can be pruned to
 different sparsities under a single compile. Counts are exact: ties are broken
@@ -21,7 +22,7 @@ Unit functions work on one network (no trial axis): vmap them over trials.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
 
 import jax
@@ -100,6 +101,36 @@ def layer_rates(params: PyTree, rate: float | jax.Array, output_rate: float | ja
         if not masks_lib.is_kernel(path):
             return jnp.float32(0.0)
         return jnp.asarray(output_rate if path[:-1] == out else rate, jnp.float32)
+
+    return jax.tree_util.tree_map_with_path(leaf_rate, params)
+
+
+KINDS: tuple[str, ...] = ("conv", "dense", "output")
+
+
+def layer_kind(kernel_shape: Sequence[int], is_output: bool = False) -> str:
+    """A layer's kind from its kernel, never its name: ``"output"`` for the output layer,
+    ``"conv"`` for a convolution (a kernel of rank 3 or more), else ``"dense"``."""
+    return "output" if is_output else "conv" if len(kernel_shape) >= 3 else "dense"
+
+
+def kind_rates(params: PyTree, rates: Mapping[str, float | jax.Array], *, output: LayerRef | None = None,
+               order: Order = None) -> PyTree:
+    """Per-leaf pruning rates mirroring ``params`` by each layer's kind (:func:`layer_kind`):
+    ``rates["conv"]``, ``rates["dense"]`` and ``rates["output"]`` for the kernels, 0 for biases
+    and every other leaf (the later versions of the paper prune convolutions at 10-15%, dense
+    layers at 20% and the output layer at half that a round)."""
+    missing = [k for k in KINDS if k not in rates]
+    if missing:
+        raise ValueError(f"rates needs a rate for every kind ({', '.join(KINDS)}); missing {', '.join(missing)}")
+    checked = {k: check_rate(rates[k], f"{k} pruning rate") for k in KINDS}
+    out = output_layer(params, output=output, order=order)
+
+    def leaf_rate(path, leaf):
+        path = masks_lib.keys(path)
+        if not masks_lib.is_kernel(path):
+            return jnp.float32(0.0)
+        return jnp.asarray(checked[layer_kind(jnp.shape(leaf), path[:-1] == out)], jnp.float32)
 
     return jax.tree_util.tree_map_with_path(leaf_rate, params)
 

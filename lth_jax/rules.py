@@ -1,4 +1,5 @@
-"""Pruning rules as the runner uses them: how a ticket is cut from a trained network.
+"""Pruning rules as the runner uses them: how a ticket is cut from a trained network, built on
+the mask arithmetic of :mod:`lth_jax.pruning`.
 
 A rule is a small frozen value (hashable, so compiled programs are shared) with pure
 functions over ONE network's trees (the runner vmaps them over seeds):
@@ -31,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lth_jax import masks as masks_lib
-from lth_jax import pruning
+from lth_jax import pruning, store
 
 PyTree = Any
 
@@ -43,27 +44,45 @@ class LayerwiseMagnitude:
     One-shot level ``p`` keeps ``p`` percent of every hidden layer and prunes the output
     layer at ``output_rate_factor`` of that rate; an iterative round removes ``rate`` of each
     hidden layer's remaining weights (the output layer ``rate * output_rate_factor``).
+
+    ``conv_rate`` prunes convolutions at their own rate (the paper's later versions: 10-15% a
+    round for convolutions, 20% for dense layers), the kind read from the kernel's rank
+    (:func:`lth_jax.pruning.layer_kind`), never the layer's name. One-shot level ``p`` then
+    keeps ``p`` percent of each dense hidden layer and, of each convolution, what the same
+    number of iterative rounds would keep (``(1 - conv_rate) ** (log(p / 100) / log(1 - rate))``).
     """
 
     rate: float = 0.2
     output_rate_factor: float = 0.5
     full: float = 100.0
+    conv_rate: float | None = None  # None: convolutions at ``rate`` like any hidden layer
 
     def __post_init__(self) -> None:
         if not 0 < self.rate < 1:
             raise ValueError(f"rate must be in (0, 1), not {self.rate}")
         if not 0 <= self.output_rate_factor <= 1:
             raise ValueError(f"output_rate_factor must be in [0, 1], not {self.output_rate_factor}")
+        if self.conv_rate is not None and not 0 < self.conv_rate < 1:
+            raise ValueError(f"conv_rate must be in (0, 1), not {self.conv_rate}")
 
-    def _rates(self, network: Any, params: PyTree, rate: Any) -> PyTree:
-        return pruning.layer_rates(params, rate, rate * self.output_rate_factor, output=network.output_layer())
+    def _rates(self, network: Any, params: PyTree, rate: Any, conv_rate: Any = None) -> PyTree:
+        if self.conv_rate is None:
+            return pruning.layer_rates(params, rate, rate * self.output_rate_factor, output=network.output_layer())
+        return pruning.kind_rates(params, {"dense": rate, "conv": conv_rate, "output": rate * self.output_rate_factor},
+                                  output=network.output_layer())
+
+    def _conv_rate_at(self, value: Any) -> Any:
+        """The convolutions' rate for one-shot level ``value``: as many rounds as the dense layers take."""
+        rounds = jnp.log(jnp.float32(value) / 100.0) / jnp.log(jnp.float32(1.0 - self.rate))
+        return 1.0 - jnp.float32(1.0 - self.conv_rate) ** rounds
 
     def to_level(self, network: Any, trained: PyTree, masks: PyTree, value: Any) -> PyTree:
         r = 1.0 - value / 100.0
-        return pruning.magnitude(trained, masks_lib.ones_like(trained), self._rates(network, trained, r))
+        conv = self._conv_rate_at(value) if self.conv_rate is not None else None
+        return pruning.magnitude(trained, masks_lib.ones_like(trained), self._rates(network, trained, r, conv))
 
     def step(self, network: Any, trained: PyTree, masks: PyTree) -> PyTree:
-        return pruning.magnitude(trained, masks, self._rates(network, trained, self.rate))
+        return pruning.magnitude(trained, masks, self._rates(network, trained, self.rate, self.conv_rate))
 
     def start(self, network: Any, params: PyTree) -> PyTree:
         return masks_lib.ones_like(params)
@@ -71,22 +90,36 @@ class LayerwiseMagnitude:
     def value_after(self, rounds: int) -> float:
         return round(100.0 * (1 - self.rate) ** rounds, 6)
 
-    def counts(self, network: Any, value: float | None = None, rounds: int | None = None) -> dict[str, int]:
-        """Exact weights per layer after pruning, with :func:`lth_jax.pruning.magnitude`'s rounding."""
+    def counts(self, network: Any, value: float | None = None, rounds: int | None = None) -> dict[str, int] | None:
+        """Exact weights per layer after pruning, with :func:`lth_jax.pruning.magnitude`'s rounding
+        (None for a one-shot level of convolutions at their own rate: their rate is computed in
+        the program, and a host copy of it could round the other way)."""
         counts = network.weight_counts()
-        out_name = "/".join(network.output_layer())
+        out_name = masks_lib.layer_name(network.output_layer())
+        kinds = self._kinds(network) if self.conv_rate is not None else {
+            n: "output" if n == out_name else "dense" for n in counts}  # the paper's rule: hidden or output
         if value is not None:
+            if "conv" in kinds.values():
+                return None
             r = np.float32(1.0) - np.float32(value) / np.float32(100.0)  # float32, exactly as to_level computes it
-            return {n: _survivors(k, r * np.float32(self.output_rate_factor) if n == out_name else r)
+            return {n: _survivors(k, r * np.float32(self.output_rate_factor) if kinds[n] == "output" else r)
                     for n, k in counts.items()}
+        rate = {"dense": self.rate, "output": self.rate * self.output_rate_factor,
+                "conv": self.rate if self.conv_rate is None else self.conv_rate}
         for _ in range(rounds or 0):
-            counts = {n: _survivors(k, self.rate * self.output_rate_factor if n == out_name else self.rate)
-                      for n, k in counts.items()}
+            counts = {n: _survivors(k, rate[kinds[n]]) for n, k in counts.items()}
         return counts
+
+    @staticmethod
+    def _kinds(network: Any) -> dict[str, str]:
+        shapes, out = network.shapes(), network.output_layer()
+        return {masks_lib.layer_name(p): pruning.layer_kind(masks_lib.get(shapes, (*p, "kernel")).shape, p == out)
+                for p in network.layers()}
 
     def hashed(self, mode: str) -> dict[str, Any]:
         # One-shot prunes to each level directly, so its rate does not enter the hash.
-        d = {"output_rate_factor": self.output_rate_factor}
+        d = {"output_rate_factor": self.output_rate_factor, **store.added_later({"conv_rate": self.conv_rate},
+                                                                                 {"conv_rate": None})}
         if mode != "oneshot":
             d["rate"] = self.rate
         return d
@@ -138,11 +171,9 @@ class Units:
         return None
 
     def hashed(self, mode: str) -> dict[str, Any]:
-        out = {"heuristic": self.heuristic, "units": self.full, "per_round": self.per_round, "layer": self.layer,
-               "start_units": self.start_units}
-        if self.with_bias:  # named only when set, so runs stored before it keep their hashes
-            out["with_bias"] = True
-        return out
+        return {"heuristic": self.heuristic, "units": self.full, "per_round": self.per_round, "layer": self.layer,
+                "start_units": self.start_units,
+                **store.added_later({"with_bias": self.with_bias}, {"with_bias": False})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +211,7 @@ class Custom:
 
 @dataclasses.dataclass(frozen=True)
 class GlobalMagnitude:
-    """Global magnitude pruning (issue 9; not the paper's, which prunes layer by layer): remove
+    """Global magnitude pruning (not the paper's, which prunes layer by layer): remove
     the lowest-|w| fraction of the remaining weights of ALL layers together, one threshold
     across layers (:func:`lth_jax.pruning.global_magnitude`), so layers with many small
     weights (LeNet's input layer) lose more than the others and the output layer has no rate
@@ -198,17 +229,41 @@ class GlobalMagnitude:
 
     rate: float = 0.2
     full: float = 100.0
+    # Layers left unpruned, by kind ("conv", "dense", "output": open_lth leaves the output layer
+    # out) or by name (e.g. a ResNet's first convolution or its 1x1 shortcuts).
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not 0 < self.rate < 1:
             raise ValueError(f"rate must be in (0, 1), not {self.rate}")
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+    def _pruned(self, network: Any) -> list[str]:
+        """The layers pruned together: every layer but the excluded ones, in forward order."""
+        if not self.exclude:
+            return list(network.weight_counts())
+        kinds = LayerwiseMagnitude._kinds(network)
+        unknown = [e for e in self.exclude if e not in pruning.KINDS and e not in kinds]
+        if unknown:
+            raise ValueError(f"exclude names no layer or kind: {', '.join(unknown)} (kinds: "
+                             f"{', '.join(pruning.KINDS)}; layers: {', '.join(kinds)})")
+        pruned = [n for n, k in kinds.items() if k not in self.exclude and n not in self.exclude]
+        if not pruned:
+            raise ValueError(f"exclude={self.exclude} leaves no layer to prune")
+        return pruned
+
+    def _where(self, network: Any) -> Callable[[tuple[str, ...]], bool]:
+        if not self.exclude:
+            return masks_lib.is_kernel
+        pruned = set(self._pruned(network))
+        return lambda path: masks_lib.is_kernel(path) and masks_lib.layer_name(path[:-1]) in pruned
 
     def to_level(self, network: Any, trained: PyTree, masks: PyTree, value: Any) -> PyTree:
         r = 1.0 - value / 100.0
-        return pruning.global_magnitude(trained, masks_lib.ones_like(trained), r)
+        return pruning.global_magnitude(trained, masks_lib.ones_like(trained), r, where=self._where(network))
 
     def step(self, network: Any, trained: PyTree, masks: PyTree) -> PyTree:
-        return pruning.global_magnitude(trained, masks, self.rate)
+        return pruning.global_magnitude(trained, masks, self.rate, where=self._where(network))
 
     def start(self, network: Any, params: PyTree) -> PyTree:
         return masks_lib.ones_like(params)
@@ -216,15 +271,15 @@ class GlobalMagnitude:
     def value_after(self, rounds: int) -> float:
         return round(100.0 * (1 - self.rate) ** rounds, 6)
 
-    @staticmethod
-    def pooled_name(network: Any) -> str:
-        """The one key of :meth:`counts`: every layer's name, in forward order, joined by ``"+"``."""
-        return "+".join(network.weight_counts())
+    def pooled_name(self, network: Any) -> str:
+        """The one key of :meth:`counts`: the pruned layers' names, in forward order, joined by ``"+"``."""
+        return "+".join(self._pruned(network))
 
     def counts(self, network: Any, value: float | None = None, rounds: int | None = None) -> dict[str, int]:
-        """Exact weights of all layers together after pruning, with
+        """Exact weights of the pruned layers together after pruning, with
         :func:`lth_jax.pruning.global_magnitude`'s rounding (one entry, see the class docstring)."""
-        total = sum(network.weight_counts().values())
+        weights = network.weight_counts()
+        total = sum(weights[n] for n in self._pruned(network))
         if value is not None:
             r = np.float32(1.0) - np.float32(value) / np.float32(100.0)  # float32, exactly as to_level computes it
             return {self.pooled_name(network): _survivors(total, r)}
@@ -235,7 +290,7 @@ class GlobalMagnitude:
     def hashed(self, mode: str) -> dict[str, Any]:
         # "pruning" names the rule (LayerwiseMagnitude, the default, adds nothing, so its hashes
         # stay as they were); one-shot prunes to each level directly, so its rate does not enter.
-        d: dict[str, Any] = {"pruning": "global"}
+        d: dict[str, Any] = {"pruning": "global", **store.added_later({"exclude": list(self.exclude)}, {"exclude": []})}
         if mode != "oneshot":
             d["rate"] = self.rate
         return d

@@ -67,3 +67,28 @@ def synthetic_mnist(train: int = 512, test: int = 256, seed: int = 0):
 def synthetic_data():
     """:func:`synthetic_mnist` with 256 training and 128 test examples, shared by the tiny runs."""
     return synthetic_mnist(256, 128)
+
+
+# The tiny iterative synthetic-MNIST runs of the instability specs (test_instability_runs, test_beyond):
+# 784-16-8-10, 200 iterations, evaluations every 50, snapshots at steps 0 and 100, levels r00-r02
+# (the chain stops under 70%), no controls trained; the pairs of a ticket and of its random-mask
+# control at r00 and r02 (every second level), 5 points on each path.
+INSTABILITY_TINY = dict(mode="iterative", hidden=(16, 8), iterations=200, eval_every=50, lr=0.2, seeds=(0, 1),
+                        reinit=0, shuffle=0, random=0, min_remaining=70.0, average_over=50, stable_for=50,
+                        snapshot_steps=(0, 100))
+INSTABILITY_PAIRS = dict(roles=("ticket", "random"), alphas=5, every=2, chunk=50)
+
+
+@pytest.fixture(scope="session")
+def instability_root(tmp_path_factory, synthetic_data):
+    """A root holding the runs of :data:`INSTABILITY_TINY` rewound to k = 0 and k = 100 and their
+    instability analyses (:data:`INSTABILITY_PAIRS`), trained once for the session. Read it as it
+    is; a test that adds to it or damages it works on a copy (``shutil.copytree``)."""
+    from lth_jax.reproduction import instability_runs, mnist
+
+    root = tmp_path_factory.mktemp("instability")
+    analysis = instability_runs.Analysis(**INSTABILITY_PAIRS)
+    for k in (0, 100):
+        instability_runs.run(mnist.Settings(**INSTABILITY_TINY, rewind_step=k).lottery(), analysis, synthetic_data,
+                             root)
+    return root

@@ -1,6 +1,8 @@
 """One process of a two-process run on localhost (tests/test_distributed.py): joins the others
 through jax.distributed (2 CPU devices each, set by the test's XLA_FLAGS), runs a tiny
-iterative MNIST lottery on synthetic data split across all 4 devices, and prints "done".
+iterative MNIST lottery on synthetic data on all 4 devices (6 trials a level in 3 chunks of 2:
+two trained by process 0, one by process 1, every chunk shared with both), and prints the
+chunks it trained (``trained N``) and "done".
 
     python tests/distributed_worker.py ROOT PORT PROCESS_ID [KILL_AFTER_LEVEL | fail_write]
 
@@ -19,10 +21,12 @@ sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve
 import jax  # noqa: E402
 from conftest import synthetic_mnist  # noqa: E402
 
-from lth_jax import mnist, runner, store  # noqa: E402
+from lth_jax import programs, runner, store  # noqa: E402
+from lth_jax.reproduction import mnist  # noqa: E402
 
 TINY = dict(mode="iterative", hidden=(16, 8), iterations=200, eval_every=50, lr=0.2, seeds=(0, 1), reinit=1,
             shuffle=1, random=0, min_remaining=60.0, average_over=50, stable_for=50)
+BUDGET_MB = 4  # 2 trials a chunk (1.6 MB a trial)
 
 
 def main() -> None:
@@ -46,7 +50,18 @@ def main() -> None:
         if kill_after is not None and pid == 1 and level.order == kill_after:
             os._exit(3)
 
-    runner.run(mnist.Settings(**TINY).lottery(), synthetic_mnist(256, 128), root, after_level=after_level)
+    trained = []
+    train = programs.Program._train
+
+    def counted(self, c, data, steps, how, device=None):
+        trained.append(device)
+        return train(self, c, data, steps, how, device)
+
+    programs.Program._train = counted
+    runner.run(mnist.Settings(**TINY).lottery(), synthetic_mnist(256, 128), root, after_level=after_level,
+               memory_budget_mb=BUDGET_MB)
+    assert all(d is not None and d.process_index == pid for d in trained)  # its own devices only
+    print(f"trained {len(trained)}", flush=True)
     print("done", flush=True)
     jax.distributed.shutdown()
 

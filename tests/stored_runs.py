@@ -1,6 +1,6 @@
 """Tiny stored MNIST runs for the specs of the results view, the claims and the report.
 
-Runs are written through the store's API in the runner's format (``lth_jax.mnist.Settings``,
+Runs are written through the store's API in the runner's format (``lth_jax.reproduction.mnist.Settings``,
 its plan and trial layout, the judge's own summary of made-up accuracy curves), so each builds
 in milliseconds and the expected numbers are read back from what was stored, never typed in.
 """
@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from lth_jax import mnist, runner, store
+from lth_jax import runner, store
+from lth_jax.reproduction import mnist
 
 
 def curves(trials: list[runner.Trial], evals: int, eval_every: int, knee: dict[str, int],

@@ -5,7 +5,8 @@ import jax
 import numpy as np
 import pytest
 
-from lth_jax import analysis, models
+from lth_jax import models
+from lth_jax.reproduction import analysis
 
 
 def two_layer(k0, k1, v0=None, v1=None):

@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import analysis, connectivity, masks, models, pruning, transforms
+from lth_jax import masks, models, pruning, transforms
+from lth_jax.reproduction import analysis, connectivity
 
 
 class ConvNet(nn.Module):

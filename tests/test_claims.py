@@ -1,4 +1,5 @@
-"""lth_jax.claims: our value of each of the paper's claims, with its sample size, from the stored results."""
+"""lth_jax.reproduction.claims: our value of each of the paper's claims, with its sample size, from the
+stored results."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lth_jax import claims, mnist, paper, results
+from lth_jax.reproduction import claims, mnist, paper, results
 from tests.stored_runs import converging, store_run
 
 ROLES = ("ticket", "reinit", "shuffle")
@@ -68,7 +69,7 @@ def test_section_6_2_ticket_sizes_follow_both_definitions():
     rows = [{"weights": w, "trials": 2, "convergence_iteration_mean": c, "convergence_accuracy_mean": a,
              "final_accuracy_mean": a} for w, c, a in ((1000, 500, 0.980), (500, 300, 0.981), (250, 300, 0.979),
                                                        (100, 400, 0.970))]
-    (sizes,) = claims.ticket_sizes({"groups": [{"label": "300-100", "rows": rows}]})
+    (sizes,) = claims.study_ticket_sizes({"groups": [{"label": "300-100", "rows": rows}]})
     assert sizes["by_convergence"] == 250 and sizes["min_convergence"] == 300  # the smallest of the fastest
     assert sizes["by_accuracy"] == 250  # the last before falling 0.15 points below 0.980
 

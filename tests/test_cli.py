@@ -1,7 +1,9 @@
 """Specs of experiments.cli: flags generated from a settings dataclass, their checks, and the exit codes.
 
 Flag definitions go to a fresh ``flags.FlagValues()`` per test (never the global FLAGS);
-the exit codes are checked on a toy driver run as a subprocess.
+the exit codes are checked on a toy driver run as a script (``python toy_driver.py ...``, through
+tests/preloaded.py: a child of one interpreter that has imported JAX already, answering as a
+fresh one does).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import textwrap
 from pathlib import Path
 from typing import Literal
 
+import preloaded
 import pytest
 from absl import flags
 
@@ -293,8 +296,7 @@ def driver(tmp_path_factory) -> Path:
 def run_driver(driver: Path, *argv: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
     env.pop("XLA_FLAGS", None)
-    return subprocess.run([sys.executable, str(driver), *argv], capture_output=True, text=True, env=env,
-                          timeout=120, cwd=driver.parent)
+    return preloaded.run([sys.executable, str(driver), *argv], env=env, timeout=120, cwd=driver.parent)
 
 
 @pytest.mark.parametrize("argv, code, line", [

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lth_jax import connectivity
+from lth_jax.reproduction import connectivity
 
 
 def mlp_masks(*kernels, biases=None):

@@ -64,9 +64,9 @@ def test_groups_of_trials_sharing_a_batch_inside_a_vmap_over_groups():
     xs = jnp.stack([X, X + 1.0])
     grouped = jax.tree.map(lambda a: jnp.stack([a, a * 0.5]), PARAMS)  # 2 groups x 3 trials
     inner = (0, None)
-    want = jax.vmap(jax.vmap(jax.value_and_grad(loss), in_axes=inner))(grouped, xs)
+    want = jax.jit(jax.vmap(jax.vmap(jax.value_and_grad(loss), in_axes=inner)))(grouped, xs)
     fn = jax.vmap(jax.vmap(jax.value_and_grad(conv.rewrite(loss)), in_axes=inner))
-    assert max_error(want, fn(grouped, xs)) < 1e-5
+    assert max_error(want, jax.jit(fn)(grouped, xs)) < 1e-5  # jitted: one program each, not one per operation
     assert "feature_group_count=2" not in str(jax.make_jaxpr(fn)(grouped, xs))
 
 

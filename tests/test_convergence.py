@@ -11,7 +11,7 @@ iteration is 100 * (i + 1) for the first such i (the docstring's reading of the 
 import numpy as np
 import pytest
 
-from lth_jax import metrics
+from lth_jax import criteria
 
 
 def step_curve(n=50, rise_at=15, low=0.5, high=0.9, creep=1e-4):
@@ -24,7 +24,7 @@ def step_curve(n=50, rise_at=15, low=0.5, high=0.9, creep=1e-4):
 
 def test_moving_average_is_the_trailing_mean():
     acc = np.random.default_rng(0).random(37)
-    ma = metrics.moving_average(acc, 10)
+    ma = criteria.moving_average(acc, 10)
     assert ma.shape == acc.shape
     assert np.all(np.isnan(ma[:9]))
     np.testing.assert_allclose(ma[9:], np.convolve(acc, np.ones(10) / 10, mode="valid"), rtol=0, atol=1e-12)
@@ -32,7 +32,7 @@ def test_moving_average_is_the_trailing_mean():
 
 def test_moving_average_runs_along_the_last_axis_of_a_batch_of_curves():
     acc = np.random.default_rng(1).random((2, 3, 25))
-    ma = metrics.moving_average(acc, 4)
+    ma = criteria.moving_average(acc, 4)
     for idx in np.ndindex(2, 3):
         np.testing.assert_allclose(ma[idx][3:], np.convolve(acc[idx], np.ones(4) / 4, mode="valid"), atol=1e-12)
         assert np.all(np.isnan(ma[idx][:3]))
@@ -40,15 +40,15 @@ def test_moving_average_runs_along_the_last_axis_of_a_batch_of_curves():
 
 def test_flat_curve_converges_at_the_first_possible_point():
     # The 1000-iteration average first exists after 10 evaluations = iteration 1000, and it never changes.
-    result = metrics.convergence(np.full(50, 0.97))
+    result = criteria.convergence(np.full(50, 0.97))
     assert result.iteration == 1000
     assert result.accuracy == 0.97
 
 
 def test_convergence_needs_the_full_stability_window_after_the_average_exists():
     # 10 evaluations to fill the average + 10 more to watch it: 20 is the shortest curve that can converge.
-    assert metrics.convergence(np.full(20, 0.97)).iteration == 1000
-    assert np.isnan(metrics.convergence(np.full(19, 0.97)).iteration)
+    assert criteria.convergence(np.full(20, 0.97)).iteration == 1000
+    assert np.isnan(criteria.convergence(np.full(19, 0.97)).iteration)
 
 
 def test_step_curve_converges_once_the_average_has_absorbed_the_rise():
@@ -57,7 +57,7 @@ def test_step_curve_converges_once_the_average_has_absorbed_the_rise():
     sees the last rise in its window, index 24 (iteration 2500) is the first whose next ten averages
     (creeping up 1e-4 per evaluation: 0.001 over the window) stay within 0.002."""
     acc = step_curve(rise_at=15)
-    result = metrics.convergence(acc)
+    result = criteria.convergence(acc)
     assert result.iteration == 2500
     # Accuracy at convergence is the raw accuracy at that evaluation (index 24), not the average.
     assert result.accuracy == acc[24] == pytest.approx(0.9 + 9e-4)
@@ -66,8 +66,8 @@ def test_step_curve_converges_once_the_average_has_absorbed_the_rise():
 def test_curve_that_keeps_rising_never_converges():
     # +0.0005 per evaluation: each single step is under 0.002, but the average moves 0.005 over
     # 1000 iterations, so it never holds still for 1000 consecutive iterations.
-    slow = metrics.convergence(0.5 + 0.0005 * np.arange(100))
-    fast = metrics.convergence(0.5 + 0.003 * np.arange(100))
+    slow = criteria.convergence(0.5 + 0.0005 * np.arange(100))
+    fast = criteria.convergence(0.5 + 0.003 * np.arange(100))
     for result in (slow, fast):
         assert np.isnan(result.iteration) and np.isnan(result.accuracy)
 
@@ -75,15 +75,15 @@ def test_curve_that_keeps_rising_never_converges():
 def test_diverged_run_never_converges():
     acc = step_curve()
     acc[30:] = np.nan  # a trial flagged as diverged reports NaN accuracy from then on
-    assert np.isnan(metrics.convergence(acc).iteration)
+    assert np.isnan(criteria.convergence(acc).iteration)
 
 
 def test_batch_of_curves_gives_each_curve_its_own_result():
     curves = [np.full(50, 0.97), step_curve(rise_at=15), step_curve(rise_at=5), 0.5 + 0.003 * np.arange(50)]
-    batch = metrics.convergence(np.stack(curves).reshape(2, 2, 50))
+    batch = criteria.convergence(np.stack(curves).reshape(2, 2, 50))
     assert batch.iteration.shape == batch.accuracy.shape == (2, 2)
     for idx, curve in zip(np.ndindex(2, 2), curves, strict=True):
-        alone = metrics.convergence(curve)
+        alone = criteria.convergence(curve)
         np.testing.assert_array_equal(batch.iteration[idx], alone.iteration)
         np.testing.assert_array_equal(batch.accuracy[idx], alone.accuracy)
     # A rise ten evaluations earlier converges 1000 iterations earlier.
@@ -93,7 +93,7 @@ def test_batch_of_curves_gives_each_curve_its_own_result():
 def test_convergence_is_the_first_stable_moment_even_if_accuracy_rises_later():
     # A plateau that holds for 1000 iterations is convergence by the footnote's rule, whatever follows.
     acc = step_curve(n=60, rise_at=30)
-    result = metrics.convergence(acc)
+    result = criteria.convergence(acc)
     assert result.iteration == 1000
     assert result.accuracy == 0.5
 
@@ -104,8 +104,8 @@ def test_rule_follows_its_parameters():
     (creeping 1e-4) from index 8; the average has absorbed the climb at index 8 + 4 - 1 = 11, which
     is iteration 50 * 12 = 600. (At index 10 the next average still moves by (acc[11] - acc[7]) / 4.)"""
     acc = np.concatenate([0.5 + 0.05 * np.arange(8), 0.9 + 1e-4 * np.arange(32)])
-    result = metrics.convergence(acc, eval_every=50, average_over=200, stable_for=100)
+    result = criteria.convergence(acc, eval_every=50, average_over=200, stable_for=100)
     assert result.iteration == 600
     assert result.accuracy == acc[11]
     # A looser tolerance accepts the 0.04-per-evaluation rise of a step: stable from the first average on.
-    assert metrics.convergence(step_curve(rise_at=15), tolerance=0.5).iteration == 1000
+    assert criteria.convergence(step_curve(rise_at=15), tolerance=0.5).iteration == 1000

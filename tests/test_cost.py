@@ -1,11 +1,12 @@
-"""What a run costs (lth_jax.cost): the work the plan counts, in LeNet seed-steps."""
+"""What a run costs (lth_jax.reproduction.cost): the work the plan counts, in LeNet seed-steps."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from lth_jax import cost, mnist, store
+from lth_jax import store
+from lth_jax.reproduction import cost, mnist
 
 TINY = dict(mode="iterative", hidden=(300, 100), iterations=1000, eval_every=100, seeds=(0, 1), reinit=1, shuffle=1,
             random=1, min_remaining=60.0, snapshot_steps=(0, 500))

@@ -1,7 +1,8 @@
-"""Several processes (jax.distributed; issue 10): two processes on localhost, 2 CPU devices each,
-run one lottery over a mesh of all 4 devices with JAX's CPU collectives; only process 0
-writes; the stored run equals the same run in one process, and after one process is killed
-mid-run, restarting both resumes it to the same numbers.
+"""Several processes (jax.distributed): two processes on localhost, 2 CPU devices each, run one
+lottery on all 4 devices, each process training whole chunks on its own devices and sharing
+them with JAX's CPU collectives; only process 0 writes; the stored run equals the same run in
+one process on one device, and after one process is killed mid-run, restarting both resumes it
+to the same numbers.
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import synthetic_mnist
-from distributed_worker import TINY
+from distributed_worker import BUDGET_MB, TINY
 
-from lth_jax import mnist, runner, store
+from lth_jax import runner, store
+from lth_jax.reproduction import mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 WORKER = ROOT / "tests" / "distributed_worker.py"
@@ -60,13 +62,14 @@ def _arrays(path: Path) -> dict[str, dict[str, np.ndarray]]:
 @pytest.fixture(scope="module")
 def alone(tmp_path_factory):
     root = tmp_path_factory.mktemp("alone")
-    return runner.run(mnist.Settings(**TINY).lottery(), synthetic_mnist(256, 128), root)
+    return runner.run(mnist.Settings(**TINY).lottery(), synthetic_mnist(256, 128), root, memory_budget_mb=BUDGET_MB)
 
 
 def test_two_processes_store_what_one_process_stores(tmp_path, alone):
     results = _both(tmp_path)
     assert [r[0] for r in results] == [0, 0], [r[2][-2000:] for r in results]
     assert all("done" in r[1] for r in results)
+    assert all("trained 0" not in r[1] for r in results)  # both processes trained chunks
     path = runner.run_dir(mnist.Settings(**TINY).lottery(), tmp_path)
     ours, ref = _arrays(path), _arrays(alone)
     assert ours.keys() == ref.keys() and len(ref) >= 3

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from conftest import synthetic_mnist
 
-from lth_jax import mnist, store
+from lth_jax import store
+from lth_jax.reproduction import mnist
 
 TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=1, shuffle=0,
             average_over=50, stable_for=50, levels=(100, 50))

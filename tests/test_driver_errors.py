@@ -1,6 +1,8 @@
 """Spec of every driver's edge (issue 8): a bad flag is refused at once, in one line, with exit code 2.
 
-Each case runs ``python -m experiments.<driver> <flags>`` in a subprocess and expects
+Each case runs ``python -m experiments.<driver> <flags>`` (through tests/preloaded.py: a child of
+one interpreter that has imported JAX and the library already, which answers as a fresh
+``python`` does, tests/test_preloaded.py, in milliseconds instead of seconds) and expects
 exactly one non-empty line on stderr, ``<driver>: error: ...``, naming the flag (or the
 path, or the stray argument), no ``Traceback``, and the exit code of experiments.cli
 (2 for every usage error; 1 where the flags are fine but an existing folder holds
@@ -19,12 +21,12 @@ fresh temporary folder (default outputs land there), XOR runs use ``--trials=2``
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
+import preloaded
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -130,15 +132,12 @@ CASES = [
 def run_driver(driver: str, argv: list[str], cwd: Path) -> tuple[int, str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
            "LTH_MNIST_DIR": str(cwd / "no_mnist_here"), "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", f"experiments.{driver}", *argv], cwd=cwd, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        _, err = proc.communicate(timeout=TIMEOUT)
+        done = preloaded.run([sys.executable, "-m", f"experiments.{driver}", *argv], cwd=cwd, env=env,
+                             timeout=TIMEOUT)  # the driver and whatever it started are killed at the timeout
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and whatever it started
-        proc.communicate()
         pytest.fail(f"still running after {TIMEOUT:.0f} s: the flags were not refused before the work began")
-    return proc.returncode, err
+    return done.returncode, done.stderr
 
 
 @pytest.mark.parametrize("c", CASES)

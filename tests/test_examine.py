@@ -7,18 +7,24 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import preloaded
 import pytest
 
-from lth_jax import analysis, data, mnist, paper
+from lth_jax import data
+from lth_jax.reproduction import analysis, mnist, paper
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_DIR = os.environ.get(data.MNIST_DIR_ENV)
 
 
-def cli(*args, env_extra=None):
+def cli(*args, env_extra=None, fresh=False):
+    """``python -m experiments.examine *args``: a fresh interpreter when ``fresh`` (it trains), else a
+    child of the preloaded one (tests/preloaded.py: the same answer without JAX's import each time)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "experiments.examine", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    argv = [sys.executable, "-m", "experiments.examine", *args]
+    if not fresh:
+        return preloaded.run(argv, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_chain_stops_at_the_papers_rounds_for_its_levels():
@@ -88,7 +94,7 @@ def test_from_run_must_name_a_stored_run(tmp_path):
 def test_cli_end_to_end_on_a_tiny_chain_and_resume(tmp_path):
     args = [*TINY, "--fig9_levels=1.0,0.64", "--fig10_levels=0.8,0.64", f"--runs_dir={tmp_path / 'runs'}",
             "--noprogress"]
-    first = cli(*args, f"--out_dir={tmp_path / 'a'}")
+    first = cli(*args, f"--out_dir={tmp_path / 'a'}", fresh=True)
     assert first.returncode == 0, first.stderr[-2000:]
     for name in ("figure9.png", "figure10.png", "examine.json"):
         assert (tmp_path / "a" / name).stat().st_size > 0

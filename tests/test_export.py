@@ -6,16 +6,17 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import preloaded
 import pytest
 from conftest import synthetic_mnist
 
 from experiments import export, report
-from lth_jax import mnist, results, runner, store
+from lth_jax import runner, store
+from lth_jax.reproduction import mnist, results
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(mode="oneshot", levels=(100, 50), hidden=(16, 8), iterations=100, eval_every=25, lr=0.2, seeds=(0, 1),
@@ -81,8 +82,8 @@ def test_the_driver_copies_every_run_and_summary_at_its_place_under_the_folder(r
     for name, data in summaries.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
-    done = subprocess.run([sys.executable, "-m", "experiments.export", f"--runs_dir={root}",
-                           f"--out={tmp_path / 'copies'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = preloaded.run([sys.executable, "-m", "experiments.export", f"--runs_dir={root}",
+                          f"--out={tmp_path / 'copies'}"], cwd=ROOT, timeout=120)  # tests/preloaded.py
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"-> {tmp_path / 'copies' / 'mnist' / run.name}: 2 levels" in done.stdout
     assert runner.run_dir(mnist.Settings(**TINY).lottery(), tmp_path / "copies" / "mnist").is_dir()
@@ -95,8 +96,8 @@ def test_the_driver_copies_every_run_and_summary_at_its_place_under_the_folder(r
 def test_a_damaged_summary_stops_the_driver_with_one_line_naming_it(tmp_path):
     (tmp_path / "runs" / "xor").mkdir(parents=True)
     (tmp_path / "runs" / "xor" / "xor_sweep.json").write_bytes(b"\x00garbage")
-    done = subprocess.run([sys.executable, "-m", "experiments.export", f"--runs_dir={tmp_path / 'runs'}",
-                           f"--out={tmp_path / 'copies'}"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = preloaded.run([sys.executable, "-m", "experiments.export", f"--runs_dir={tmp_path / 'runs'}",
+                          f"--out={tmp_path / 'copies'}"], cwd=ROOT, timeout=120)
     assert done.returncode == 1 and "xor_sweep.json" in done.stderr and "Traceback" not in done.stderr
 
 

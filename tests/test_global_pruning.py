@@ -16,7 +16,8 @@ import pytest
 from conftest import synthetic_mnist
 
 from lth_jax import masks as masks_lib
-from lth_jax import mnist, pruning, rules, runner, store
+from lth_jax import pruning, rules, runner, store
+from lth_jax.reproduction import mnist
 
 # Params are arguments, never closed-over constants (see test_pruning).
 prune = jax.jit(pruning.global_magnitude, static_argnames="where")

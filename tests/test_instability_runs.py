@@ -3,13 +3,15 @@ two copies of a ticket (and of its controls), started where the run starts them 
 k), trained with different synthetic_data orders, and the test error along the line between them.
 
 Tiny synthetic-MNIST iterative runs (784-16-8-10, 200 iterations, evaluations every 50), k = 0
-and k = 100, shared by the tests of this file.
+and k = 100, with the pairs of their tickets and random-mask controls: trained once for the
+session (tests/conftest.py, ``instability_root``; test_beyond adds to a copy of them).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,27 +19,40 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import preloaded
 import pytest
+from conftest import INSTABILITY_PAIRS, INSTABILITY_TINY
 
 from lth_jax import data as data_lib
-from lth_jax import instability, instability_runs, mnist, programs, runner, store
+from lth_jax import instability, programs, runner, store
 from lth_jax import masks as masks_lib
+from lth_jax.reproduction import instability_runs, mnist
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = dict(mode="iterative", hidden=(16, 8), iterations=200, eval_every=50, lr=0.2, seeds=(0, 1), reinit=0,
-            shuffle=0, random=0, min_remaining=70.0, average_over=50, stable_for=50, snapshot_steps=(0, 100))
-ANALYSIS = instability_runs.Analysis(roles=("ticket", "random"), alphas=5, every=2, chunk=50)  # r00 and r02
+TINY = INSTABILITY_TINY
+ANALYSIS = instability_runs.Analysis(**INSTABILITY_PAIRS)  # ticket and random pairs at r00 and r02
 
 
 @pytest.fixture(scope="module")
-def stored(tmp_path_factory, synthetic_data):
-    """``{k: (lottery, run path, analysis path)}`` for k = 0 and 100."""
-    root = tmp_path_factory.mktemp("instability")
+def stored(instability_root):
+    """``(root, {k: (lottery, run path, analysis path)})`` for k = 0 and 100: the session's runs and
+    analyses (tests/conftest.py), read as they are."""
     out = {}
     for k in (0, 100):
         lottery = mnist.Settings(**TINY, rewind_step=k).lottery()
-        out[k] = (lottery, runner.run_dir(lottery, root), instability_runs.run(lottery, ANALYSIS, synthetic_data, root))
-    return root, out
+        out[k] = (lottery, runner.run_dir(lottery, instability_root),
+                  instability_runs.analysis_dir(lottery, ANALYSIS, instability_root))
+    assert all(d.is_dir() for _, run, path in out.values() for d in (run, path))
+    return instability_root, out
+
+
+@pytest.fixture
+def own_copy(stored, tmp_path):
+    """The stored runs and analyses copied for a test that adds to them or damages them."""
+    root, runs = stored
+    copy = Path(shutil.copytree(root, tmp_path / "runs"))
+    return copy, {k: (lottery, copy / run.relative_to(root), copy / path.relative_to(root))
+                  for k, (lottery, run, path) in runs.items()}
 
 
 def _trained_copies(lottery, run_path, level, synthetic_data, keys_of):
@@ -122,7 +137,7 @@ def test_every_chosen_level_has_a_pair_per_seed_and_role(stored):
     for k, (lottery, _, path) in runs.items():
         levels = ANALYSIS.levels(runner.plan(lottery))
         assert store.levels(path) == [instability_runs.record_name(lv, r) for lv in levels
-                                      for r in instability_runs.ROLES if r in ANALYSIS.roles]
+                                      for r in instability_runs.MASKED_ROLES if r in ANALYSIS.roles]
         for lv in levels:
             for role in ANALYSIS.roles:
                 m = store.load_level(path, instability_runs.record_name(lv, role), arrays=False).metrics
@@ -134,10 +149,10 @@ def test_every_chosen_level_has_a_pair_per_seed_and_role(stored):
                 assert s["barrier"]["mean"] == pytest.approx(np.mean(barriers))
 
 
-def test_asking_for_more_roles_later_adds_only_their_records(stored, synthetic_data):
+def test_asking_for_more_roles_later_adds_only_their_records(own_copy, synthetic_data):
     """Roles are records of their own: a second analysis with one more role trains only that role's
     copies (one per seed and level, both copies) and leaves the stored ones as they were."""
-    root, runs = stored
+    root, runs = own_copy
     lottery, _, path = runs[0]
     before = {name: store.load_level(path, name).metrics for name in store.levels(path)}
 
@@ -172,9 +187,9 @@ def test_random_mask_pairs_start_as_the_run_s_random_control_would(stored, synth
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
-def test_a_stored_analysis_is_read_back_not_recomputed_and_a_damaged_level_is(stored, synthetic_data):
+def test_a_stored_analysis_is_read_back_not_recomputed_and_a_damaged_level_is(own_copy, synthetic_data):
     """Re-running trains nothing; a corrupted level record is named and recomputed, to the same numbers."""
-    root, runs = stored
+    root, runs = own_copy
     lottery, _, path = runs[0]
     name = instability_runs.record_name(ANALYSIS.levels(runner.plan(lottery))[-1], "random")
     before = store.load_level(path, name)
@@ -252,7 +267,7 @@ def test_the_driver_reports_the_barrier_per_level_and_k_and_resumes(tmp_path):
     for png in ("instability_barrier.png", "instability_path.png"):
         assert (tmp_path / "figures" / png).stat().st_size > 1000
     written = {f: f.stat().st_mtime_ns for f in tmp_path.rglob("*.npz")}
-    again = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = preloaded.run(argv, cwd=ROOT, timeout=600)  # tests/preloaded.py: a fresh python's answer, sooner
     assert again.returncode == 0, again.stderr[-2000:]
     table = [line for line in first.stdout.splitlines() if line.split()[:1] == ["100"]]
     assert table == [line for line in again.stdout.splitlines() if line.split()[:1] == ["100"]]

@@ -11,7 +11,6 @@ and 100), each shared by the tests of this file.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -19,11 +18,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import preloaded
 import pytest
 from conftest import synthetic_mnist
 
-from lth_jax import judges, mnist, pruning, runner, store, train, trainers, transforms
+from lth_jax import judges, pruning, runner, store, trainers, transforms
 from lth_jax import masks as masks_lib
+from lth_jax.reproduction import mnist
+from lth_jax.trainers import step as train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 K = 100
@@ -104,26 +106,26 @@ def by_hand(settings, data, k):
     """Train the originals k steps, then to the end; prune one round (20% of each hidden layer's
     weights, 10% of the output layer's); reset the survivors to their step-k values (and the
     optimiser state, masked); train from step k to the end on the original's batches.
-    Only lth_jax.train and lth_jax.pruning, with the documented keys of runner.SeedKeys."""
+    Only lth_jax.trainers.step and lth_jax.pruning, with the documented keys of runner.SeedKeys."""
     net = mnist.network(settings.hidden, settings.std)
-    opt = train.make_optimizer(settings.optimizer, settings.lr)
-    loss, acc = train.softmax_ce(net.module.apply), train.accuracy(net.module.apply)
+    opt = train_step.make_optimizer(settings.optimizer, settings.lr)
+    loss, acc = train_step.softmax_ce(net.module.apply), train_step.accuracy(net.module.apply)
 
     def segment(steps):
-        fn = train.minibatch_segment(loss, acc, opt, steps, settings.batch_size, settings.eval_every)
+        fn = train_step.minibatch_segment(loss, acc, opt, steps, settings.batch_size, settings.eval_every)
         return jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, None, None)))
 
     seeds = jnp.asarray(settings.seeds, jnp.uint32)
     init = jax.vmap(lambda s: net.init(jax.random.fold_in(jax.random.key(s), 0)))(seeds)
     key = jax.vmap(lambda s: jax.random.fold_in(jax.random.fold_in(jax.random.key(s), 1), 0))(seeds)
     full = masks_lib.ones_like(init)
-    state = jax.vmap(lambda p, m: train.start(opt, p, m))(init, full)
+    state = jax.vmap(lambda p, m: train_step.start(opt, p, m))(init, full)
     at_k, _ = segment(k)(state, full, key, *data)
     original, original_curve = segment(settings.iterations - k)(at_k, full, key, *data)
     prune = jax.vmap(lambda p, m: pruning.magnitude(p, m, pruning.layer_rates(p, settings.rate, settings.rate / 2)))
     ticket_masks = prune(original.params, full)
     trace, rest = at_k.opt_state  # momentum: (TraceState, EmptyState)
-    reset = train.TrainState(masks_lib.apply(at_k.params, ticket_masks),
+    reset = train_step.TrainState(masks_lib.apply(at_k.params, ticket_masks),
                              (optax.TraceState(trace=masks_lib.apply(trace.trace, ticket_masks)), rest),
                              at_k.diverged_at, at_k.step, at_k.stop_at)
     ticket, ticket_curve = segment(settings.iterations - k)(reset, ticket_masks, key, *data)
@@ -346,8 +348,7 @@ def test_controls_takes_two_counts_as_before_or_three_with_the_random_masks():
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
 
     def parsed(*argv):
-        out = subprocess.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
-                             timeout=120)
+        out = preloaded.run([sys.executable, "-c", code, *argv], cwd=ROOT, env=env, timeout=120)  # tests/preloaded.py
         assert out.returncode == 0, out.stderr
         return out.stdout.split(maxsplit=4)
 

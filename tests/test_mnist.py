@@ -1,4 +1,4 @@
-"""The MNIST lottery experiment (paper sections 3, 4, 6.4) through lth_jax.mnist, on tiny settings.
+"""The MNIST lottery experiment (paper sections 3, 4, 6.4) through lth_jax.reproduction.mnist, on tiny settings.
 
 Networks here are narrow (784-16-8-10) and train for 200 iterations so the whole
 file runs in well under a minute; the procedure is the paper's at every step.
@@ -17,10 +17,12 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import preloaded
 import pytest
 
-from lth_jax import data, mnist, models, paper, runner, store
+from lth_jax import data, models, runner, store
 from lth_jax import masks as masks_lib
+from lth_jax.reproduction import mnist, paper
 
 REAL_DIR = os.environ.get(data.MNIST_DIR_ENV)
 pytestmark = pytest.mark.skipif(
@@ -244,9 +246,9 @@ def test_han_keeps_training_the_pruned_trained_weights_and_measures_a_rewound_co
 
 
 def test_figures_3_to_8_and_16_and_the_claims_table_are_drawn_from_stored_runs(oneshot, iterative, han, tmp_path):
-    from experiments import mnist_plots
+    from experiments.figures import mnist as mnist_figures
 
-    made = mnist_plots.make_all(tmp_path, tmp_path, oneshot=oneshot[2], iterative=iterative[1], han=han[1])
+    made = mnist_figures.make_all(tmp_path, tmp_path, oneshot=oneshot[2], iterative=iterative[1], han=han[1])
     figures = {f"figure{i}.png" for i in (3, 4, 5, 6, 7, 8, 16)}
     assert figures <= set(made)
     assert all((tmp_path / f).stat().st_size > 10_000 for f in figures)
@@ -258,15 +260,19 @@ def test_figures_3_to_8_and_16_and_the_claims_table_are_drawn_from_stored_runs(o
     assert tickets and set(tickets) == {2}  # every ticket claim is over the runs' two tickets
 
 
-def _cli(*args, env_dir=REAL_DIR, module="experiments.mnist"):
+def _cli(*args, env_dir=REAL_DIR, module="experiments.mnist", fresh=False):
+    """``python -m <module> *args``: a fresh interpreter when ``fresh``, else a child of the preloaded
+    one (tests/preloaded.py: the same answer without JAX's import each time)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), data.MNIST_DIR_ENV: env_dir}
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    argv = [sys.executable, "-m", module, *args]
+    if not fresh:
+        return preloaded.run(argv, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_smoke_preset_end_to_end_through_the_command_line(tmp_path):
     out = _cli("--preset=smoke", "--hidden=16,8", "--iterations=200", "--eval_every=50", "--average_over=100",
-               "--stable_for=100", "--levels=100,50", f"--out_dir={tmp_path}", "--noprogress")
+               "--stable_for=100", "--levels=100,50", f"--out_dir={tmp_path}", "--noprogress", fresh=True)
     assert out.returncode == 0, out.stderr
     assert "Dense_0 12,544, Dense_1 128, Dense_2 80 (total 12,752)" in out.stdout
     (run,) = store.find_runs(tmp_path, mode="oneshot")

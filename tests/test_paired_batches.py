@@ -8,7 +8,8 @@ import jax
 import numpy as np
 from conftest import synthetic_mnist
 
-from lth_jax import mnist, runner, store
+from lth_jax import runner, store
+from lth_jax.reproduction import mnist
 
 TINY = dict(mode="oneshot", levels=(100, 50), hidden=(16, 8), iterations=100, eval_every=25, lr=0.2, seeds=(0, 1),
             reinit=2, shuffle=1, random=1, average_over=25, stable_for=25)

@@ -1,4 +1,4 @@
-"""lth_jax.paper holds the paper's numbers as the paper prints them.
+"""lth_jax.reproduction.paper holds the paper's numbers as the paper prints them.
 
 Checked against the paper's text (``../shared/paper/``, skipped where it is not there): the two
 XOR tables as printed, and every claim's quote verbatim, with the claim's value in its quote.
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lth_jax import paper
+from lth_jax.reproduction import paper
 
 PAPER = Path(__file__).resolve().parents[2] / "shared" / "paper" / "lottery-ticket-hypothesis-v1.md"
 

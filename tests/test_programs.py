@@ -6,13 +6,16 @@ moment its trials are trained, and no stored number changes."""
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 
 import jax
 import numpy as np
 import pytest
 from conftest import synthetic_mnist
 
-from lth_jax import mnist, programs, runner, store
+from lth_jax import programs, runner, store
+from lth_jax.reproduction import mnist
 
 TINY = dict(hidden=(16, 8), iterations=100, eval_every=25, lr=0.2, seeds=(0, 1), reinit=1, shuffle=1, random=1,
             average_over=25, stable_for=25)
@@ -150,8 +153,86 @@ def test_a_program_trains_identical_rows_once_and_yields_each_block_when_its_row
 
 
 def test_chunks_cover_every_row_in_equal_programs_of_at_most_the_budget():
-    for n, per, mult in ((24, 8, 1), (24, 10, 2), (5, 1, 1), (7, 100, 4)):
-        parts = programs.chunks(n, per, mult)
-        assert len({p.size for p in parts}) == 1 and parts[0].size <= max(per // mult * mult, mult)
-        assert all(p.size % mult == 0 for p in parts)
+    for n, per in ((24, 8), (24, 10), (5, 1), (7, 100), (7, 0)):
+        parts = programs.chunks(n, per)
+        assert len({p.size for p in parts}) == 1 and parts[0].size <= max(per, 1)
         assert sorted(set(np.concatenate(parts).tolist())) == list(range(n))
+
+
+# ---------------------------------------------------------------- whole chunks on several devices
+# One CPU device named three times: the threads of a several-device program, in this process.
+
+
+class _Steps(runner.Progress):
+    def __init__(self):
+        self.total = 0
+
+    def steps(self, n):
+        self.total += n
+
+
+def test_a_program_on_several_devices_yields_what_one_device_yields_in_the_same_order(data):
+    lt = mnist.Settings(mode="oneshot", levels=(100,), **{**TINY, "seeds": (0, 1, 2)}).lottery()
+    masks = jax.tree.map(lambda x: np.ones((3, *x.shape), bool), lt.network.shapes())
+    trials = programs.Trials(*runner.build_trials(lt, runner.initial_params(lt), masks, runner.plan(lt)[0]))
+    budget = 2 * lt.trainer.trial_bytes(lt.network)  # 12 trials in 6 chunks of 2
+    spread = programs.devices_lib.Placement((jax.devices()[0],) * 3)
+    runs = {}
+    for name, placement in (("one", None), ("three", spread)):
+        steps = _Steps()
+        program = programs.Program(lt.trainer, lt.network, trials, budget, placement, [4, 4, 4])
+        runs[name] = (list(program.run(data, steps)), steps.total)
+        assert len(program.pieces) == 6
+    (one, one_steps), (three, three_steps) = runs["one"], runs["three"]
+    assert [b.index for b in three] == [b.index for b in one] == [0, 1, 2]
+    assert three_steps == one_steps == 6 * lt.trainer.iterations
+    for a, b in zip(one, three, strict=True):
+        for x, y in zip(jax.tree.leaves(a.trained), jax.tree.leaves(b.trained), strict=True):
+            np.testing.assert_array_equal(x, y)
+        assert a.outputs.keys() == b.outputs.keys()
+        for key in a.outputs:
+            np.testing.assert_array_equal(a.outputs[key], b.outputs[key])
+
+
+class _Failing:
+    """A trainer that returns its params after ``delay`` seconds (and fails on the chunk holding row ``bad``)."""
+
+    def __init__(self, bad, delay=0.0):
+        self.bad, self.delay, self.calls = bad, delay, 0
+
+    def trial_bytes(self, network):
+        return 1
+
+    def __call__(self, network, params, masks, keys, data, on_steps=None, **kw):
+        self.calls += 1
+        time.sleep(self.delay)
+        if self.bad in np.asarray(params["w"]).tolist():
+            raise RuntimeError("chunk failed")
+        on_steps(1)
+        return params, {"w": np.asarray(params["w"])}
+
+
+def _rows(n):
+    return programs.Trials({"w": np.arange(n, dtype=np.float32)}, {"w": np.ones(n, bool)},
+                           jax.random.split(jax.random.key(0), n))
+
+
+@pytest.mark.parametrize("placement", [None, programs.devices_lib.Placement((jax.devices()[0],) * 3)])
+def test_a_failing_chunk_raises_in_its_turn_after_the_blocks_before_it(placement):
+    program = programs.Program(_Failing(bad=4), None, _rows(8), 2, placement, [2, 2, 2, 2])  # a block a chunk
+    blocks = program.run(None, _Steps())
+    assert [next(blocks).index, next(blocks).index] == [0, 1]
+    with pytest.raises(RuntimeError, match="chunk failed"):
+        next(blocks)
+
+
+def test_closing_a_program_early_starts_no_other_chunk_and_leaves_no_thread():
+    trainer = _Failing(bad=-1, delay=0.05)
+    program = programs.Program(trainer, None, _rows(40), 2, programs.devices_lib.Placement((jax.devices()[0],) * 2),
+                               [2] * 20)
+    blocks = program.run(None, _Steps())
+    first = next(blocks)
+    assert first.index == 0 and np.array_equal(first.outputs["w"], [0, 1])
+    blocks.close()
+    assert trainer.calls < 20
+    assert not [t for t in threading.enumerate() if t.name.startswith("chunks-")]

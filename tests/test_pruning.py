@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import datasets, masks, models, pruning, train
+from lth_jax import datasets, masks, models, pruning
+from lth_jax.trainers import step as train_step
 
 
 def paper_rates(params, rate=0.2):
@@ -224,9 +225,10 @@ def test_ten_unit_net_cut_to_two_units_is_the_two_unit_net_before_and_after_trai
     np.testing.assert_allclose(net10.apply({"params": masks.apply(p10, m2)}, x), net2.apply({"params": p2}, x),
                                rtol=1e-6, atol=1e-7)
 
-    opt = train.make_optimizer("sgd", 0.5)
-    t10, loss10 = jax.jit(train.full_batch(train.sigmoid_bce(net10.apply), opt, 300))(p10, m2, (x, y))
-    t2, loss2 = jax.jit(train.full_batch(train.sigmoid_bce(net2.apply), opt, 300))(p2, masks.ones_like(p2), (x, y))
+    opt = train_step.make_optimizer("sgd", 0.5)
+    t10, loss10 = jax.jit(train_step.full_batch(train_step.sigmoid_bce(net10.apply), opt, 300))(p10, m2, (x, y))
+    fit2 = jax.jit(train_step.full_batch(train_step.sigmoid_bce(net2.apply), opt, 300))
+    t2, loss2 = fit2(p2, masks.ones_like(p2), (x, y))
     np.testing.assert_allclose(loss10, loss2, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t10["Dense_0"]["kernel"][:, :2], t2["Dense_0"]["kernel"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(t10["Dense_1"]["kernel"][:2], t2["Dense_1"]["kernel"], rtol=1e-5, atol=1e-6)

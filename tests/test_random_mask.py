@@ -21,7 +21,8 @@ from conftest import synthetic_mnist
 from scipy import stats
 
 from lth_jax import masks as masks_lib
-from lth_jax import mnist, runner, store, transforms
+from lth_jax import runner, store, transforms
+from lth_jax.reproduction import mnist
 
 random_mask = jax.jit(transforms.random_mask)
 

@@ -2,22 +2,23 @@
 commands for a fresh machine stay exactly what CI runs.
 
 Each ```python block of README.md runs in a fresh interpreter (nothing defined by an earlier
-block or by this test leaks in), with the repository root on PYTHONPATH and the working
-directory a temporary folder (so a block cannot depend on, or write into, the checkout). The
-environment is this process's: ``LTH_MNIST_DIR`` when set, and the XLA switch the test session
-turns on (tests/conftest.py), which changes speed, not results. A block that reads MNIST
-(``data.mnist(``) is skipped, saying why, when ``LTH_MNIST_DIR`` is unset: offline it cannot
-download.
+block or by this test leaks in: a child of tests/preloaded.py's, which has imported JAX and the
+library and run nothing, so a block pays for its own work, not for the imports), with the
+repository root on PYTHONPATH and the working directory a temporary folder (so a block cannot
+depend on, or write into, the checkout). The environment is this process's: ``LTH_MNIST_DIR``
+when set, and the XLA switch the test session turns on (tests/conftest.py), which changes
+speed, not results. A block that reads MNIST (``data.mnist(``) is skipped, saying why, when
+``LTH_MNIST_DIR`` is unset: offline it cannot download.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import subprocess
 import sys
 from pathlib import Path
 
+import preloaded
 import pytest
 
 from lth_jax import data
@@ -48,8 +49,7 @@ def test_every_python_block_runs_as_written(line, code, tmp_path):
         pytest.skip(f"the block at README.md:{line} reads MNIST: set {data.MNIST_DIR_ENV} to a folder of the "
                     "four .gz files (offline it cannot download)")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    proc = preloaded.run([sys.executable, "-c", code], cwd=tmp_path, env=env, timeout=600)
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0, f"README.md:{line} exited {proc.returncode}:\n{output[-3000:]}"
     assert "Traceback" not in output, f"README.md:{line} printed a traceback:\n{output[-3000:]}"

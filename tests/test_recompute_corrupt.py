@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from conftest import synthetic_mnist
 
-from lth_jax import mnist, runner, xor
+from lth_jax import runner
+from lth_jax.reproduction import mnist, xor
 from tests.golden.digest import digest_run
 
 TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=1, shuffle=1,

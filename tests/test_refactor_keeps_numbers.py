@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lth_jax import data, mnist, runner, store, xor
+from lth_jax import data, runner, store
+from lth_jax.reproduction import mnist, xor
 from tests.golden import tiny
 from tests.golden.digest import digest_run
 

@@ -13,11 +13,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preloaded
 import pytest
 
-from experiments import mnist_plots, report
+from experiments import report
 from experiments.configs import reproduce_paper as plan
-from lth_jax import claims, mnist, paper, results, store
+from experiments.figures import mnist as mnist_figures
+from experiments.figures import report as report_figures
+from lth_jax import store
+from lth_jax.reproduction import claims, mnist, paper, results
 from tests.stored_runs import converging, store_run, write_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,9 +40,10 @@ def section(text: str, figure: int) -> str:
 
 
 def cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m experiments.<module> *args``, through tests/preloaded.py (a fresh python's answer,
+    without JAX's import each time)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return preloaded.run([sys.executable, "-m", f"experiments.{module}", *args], cwd=ROOT, env=env, timeout=300)
 
 
 def test_an_empty_store_lists_every_figure_as_missing_with_its_command_and_time(tmp_path):
@@ -111,9 +116,9 @@ def test_a_report_of_exported_copies_has_the_same_claims_and_commands_that_write
     copy = store.export_run(path, tmp_path / "copies" / "mnist")
     theirs, ours = claims_of_view(tmp_path / "copies"), claims_of_view(root)
     assert {k: r["ours"] for k, r in theirs.items()} == {k: r["ours"] for k, r in ours.items()}
-    command = report.mnist_command(results.Run(copy))
-    assert command == report.mnist_command(results.Run(path)) and f"--out_dir={path.parent}" in command
-    assert "exported copy" in report.describe(results.Run(copy)) and "exported" not in report.describe(
+    command = report_figures.mnist_command(results.Run(copy))
+    assert command == report_figures.mnist_command(results.Run(path)) and f"--out_dir={path.parent}" in command
+    assert "exported copy" in report_figures.describe(results.Run(copy)) and "exported" not in report_figures.describe(
         results.Run(path))
 
 
@@ -121,19 +126,20 @@ def test_the_command_of_a_run_grown_beyond_its_preset_says_how_far():
     """min_remaining and the one-shot levels are not hashed (a run grows in place), so the command
     that made a run says them where they differ from the preset's."""
     iterative, oneshot = plan.mnist_settings("cpu", "iterative"), plan.mnist_settings("cpu", "oneshot")
-    assert report._unhashed_flags({"mode": "iterative", "min_remaining": 8.0}, iterative) == " --min_remaining=8"
-    assert report._unhashed_flags({"mode": "iterative", "min_remaining": iterative.min_remaining}, iterative) == ""
-    assert report._unhashed_flags({"mode": "oneshot", "levels": [100, 50]}, oneshot) == " --levels=100,50"
-    assert report._unhashed_flags({"mode": "oneshot", "levels": list(oneshot.levels)}, oneshot) == ""
+    assert report_figures.unhashed_flags({"mode": "iterative", "min_remaining": 8.0}, iterative) == " --min_remaining=8"
+    same = {"mode": "iterative", "min_remaining": iterative.min_remaining}
+    assert report_figures.unhashed_flags(same, iterative) == ""
+    assert report_figures.unhashed_flags({"mode": "oneshot", "levels": [100, 50]}, oneshot) == " --levels=100,50"
+    assert report_figures.unhashed_flags({"mode": "oneshot", "levels": list(oneshot.levels)}, oneshot) == ""
 
 
 def claims_of_view(root: Path) -> dict[str, dict]:
-    return {r["key"]: r for r in report.claim_rows(results.load(root))}
+    return {r["key"]: r for r in report_figures.claim_rows(results.load(root))}
 
 
 def test_the_plots_write_the_reports_claims_for_their_runs(oneshot_report, tmp_path):
     root, path, _, _ = oneshot_report
-    mnist_plots.make_all(tmp_path, tmp_path, oneshot=path)
+    mnist_figures.make_all(tmp_path, tmp_path, oneshot=path)
     plotted = {r["key"]: r for r in json.loads((tmp_path / "claims.json").read_text())}
     reported = claims_of_view(root)
     assert plotted and {r["source"] for r in plotted.values()} == {"oneshot"}
@@ -160,7 +166,7 @@ def test_a_study_with_diverged_trials_shows_them_as_diverged(tmp_path):
     rows = claims_of(tmp_path / "out")
     assert rows["std_fastest"]["ours"] == 0.1  # std 0.8 never converged: its trials diverged first
     assert "std 0.8: -" in rows["std_fastest"]["details"]
-    sizes = claims.ticket_sizes(results.load(root).studies[("init_std", "oneshot")])
+    sizes = claims.study_ticket_sizes(results.load(root).studies[("init_std", "oneshot")])
     assert [r["label"] for r in sizes] == ["std 0.1", "std 0.8"]
 
 

@@ -1,4 +1,4 @@
-"""lth_jax.results: one view of the stored runs, with one rule for "the p% level", that never
+"""lth_jax.reproduction.results: one view of the stored runs, with one rule for "the p% level", that never
 skips a damaged file.
 """
 
@@ -8,8 +8,9 @@ import math
 
 import pytest
 
-from experiments import mnist_plots
-from lth_jax import mnist, results, store
+from experiments.figures import mnist as mnist_figures
+from lth_jax import store
+from lth_jax.reproduction import mnist, results
 from tests.stored_runs import converging, store_run, write_manifest
 
 ROLES = ("ticket", "reinit", "shuffle")
@@ -63,7 +64,7 @@ def test_the_papers_rounded_iterative_levels_resolve_to_their_round(iterative, q
 
 
 def test_the_plots_read_runs_through_the_same_view():
-    assert mnist_plots.Run is results.Run
+    assert mnist_figures.Run is results.Run
 
 
 def test_the_best_paper_run_per_mode_is_found_at_any_depth(tmp_path):

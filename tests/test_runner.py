@@ -19,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from lth_jax import judges, mnist, programs, pruning, rules, runner, store, trainers
+from lth_jax import judges, programs, pruning, rules, runner, store, trainers
 from lth_jax import masks as masks_lib
+from lth_jax.reproduction import mnist
 
 SEEDS = (0, 1, 2)
 TRAINER = trainers.Minibatch(lr=0.2, batch_size=32, iterations=60, eval_every=20)

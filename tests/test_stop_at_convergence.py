@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import synthetic_mnist
 
-from experiments import mnist_plots
-from experiments.mnist import print_table
-from lth_jax import mnist, results, runner, store
+from experiments.figures import mnist as mnist_figures
+from experiments.figures.tables import print_table
+from lth_jax import runner, store
+from lth_jax.reproduction import mnist, results
 
 TINY = dict(hidden=(16, 8), iterations=800, eval_every=25, lr=0.2, seeds=(0, 1), reinit=1, shuffle=1, random=1,
             average_over=50, stable_for=50, tolerance=0.01)
@@ -120,7 +121,7 @@ def test_the_plotted_mean_curve_of_a_role_ends_where_its_first_training_stopped(
     steps = stop.stop_steps(level, "reinit")
     acc = stop.curves(level, "reinit")
     x = (np.arange(acc.shape[1]) + 1) * STOP.eval_every
-    mean = mnist_plots._mean_curve(stop, level, "reinit", acc, x)
+    mean = mnist_figures.mean_curve(stop, level, "reinit", acc, x)
     assert np.isfinite(mean[x <= steps.min()]).all() and np.isnan(mean[x > steps.min()]).all()
     assert full.stop_steps(full.at(20), "reinit") is None  # a run trained in full: curves to the end
 

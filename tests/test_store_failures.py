@@ -1,8 +1,8 @@
 """Stored results can be trusted: damage is named in one line, a run directory has one writer,
 killed writes leave nothing that lasts, and file-system failures are one line naming the path.
 
-Processes that take locks or get killed load ``lth_jax/store.py`` on its own (it needs only
-numpy), so each starts in a fraction of a second instead of importing JAX.
+Processes that take locks or get killed load the ``lth_jax/store`` package on its own (it needs
+only numpy), so each starts in a fraction of a second instead of importing JAX.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import pytest
 
 from lth_jax import store
 
-STORE_PY = Path(store.__file__)
+STORE_DIR = Path(store.__file__).parent
 PRELUDE = f"""
-import importlib.util, json, os, sys, time
+import importlib, json, os, sys, time, types
 from pathlib import Path
 import numpy as np
-spec = importlib.util.spec_from_file_location("store", {str(STORE_PY)!r})
-store = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(store)
+package = types.ModuleType("lth_jax")  # the package's folder without its __init__ (which imports JAX)
+package.__path__ = [{str(STORE_DIR.parent)!r}]
+sys.modules["lth_jax"] = package
+store = importlib.import_module("lth_jax.store")
+assert "jax" not in sys.modules
 """
 
 

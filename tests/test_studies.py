@@ -8,17 +8,19 @@ file runs in seconds; the procedure is the experiment's at every step.
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import preloaded
 import pytest
 from conftest import synthetic_mnist
 
 from experiments import studies
 from experiments.configs import studies as configs
-from lth_jax import mnist, programs, results, runner, store
+from experiments.figures import studies as study_figures
+from lth_jax import programs, runner, store
+from lth_jax.reproduction import mnist, results
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden=(16, 8), iterations=100, eval_every=50, seeds=(0, 1), reinit=0, shuffle=0,
@@ -178,12 +180,12 @@ def test_a_diverging_group_is_recorded_with_its_step_and_does_not_touch_the_othe
     manifest = studies.write_manifest(tmp_path / "together", "init_std", "oneshot", "smoke",
                                       [configs.Group("std 0.1", healthy), configs.Group("std wild", wild)], "cmd")
     st = results.load_study(manifest)
-    table = studies.markdown_table(st)
+    table = study_figures.markdown_table(st)
     wild_rows = [line for line in table.splitlines() if line.startswith("| std wild")]
     assert len(wild_rows) == 2 and "2/2 diverged** (step" in wild_rows[0]  # p100
     assert "diverged" in wild_rows[1]  # p50: pruned from the diverged originals
     assert not any("diverged**" in line for line in table.splitlines() if line.startswith("| std 0.1"))
-    out = studies.plot_study(st, tmp_path / "fig.png", title="divergence")
+    out = study_figures.plot_study(st, tmp_path / "fig.png", title="divergence")
     assert out.stat().st_size > 0
 
 
@@ -193,8 +195,8 @@ def test_a_diverging_group_is_recorded_with_its_step_and_does_not_touch_the_othe
 @pytest.mark.parametrize("flag, words", [("--study=bogus", "study"), ("--sizes=300-x", "sizes"),
                                          ("--study=rates --mode=oneshot", "iterative only")])
 def test_bad_flags_give_a_one_line_error(flag, words):
-    res = subprocess.run([sys.executable, "-m", "experiments.studies", *flag.split(), "--dry_run"], cwd=ROOT,
-                         capture_output=True, text=True, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    res = preloaded.run([sys.executable, "-m", "experiments.studies", *flag.split(), "--dry_run"], cwd=ROOT,
+                        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})  # a fresh python's answer, sooner
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("studies: error:") and words in lines[0], res.stderr

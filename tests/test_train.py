@@ -12,7 +12,8 @@ import numpy as np
 import optax
 import pytest
 
-from lth_jax import datasets, masks, models, pruning, train
+from lth_jax import datasets, masks, models, optimizers, pruning
+from lth_jax.trainers import step as train_step
 
 XOR_NET = models.xor_net(10)
 MLP = models.MLP(hidden=(16,), outputs=3)
@@ -52,11 +53,12 @@ def compiled(kind, opt, batched=False):
     Full batch: ``(params, masks, data)`` on the XOR net. Mini-batch:
     ``(params, masks, key, train_data, test_data)`` on a small MLP; vmapped, each trial has its
     own params, masks, key and training set, and all share the test set."""
-    optimizer = train.make_optimizer(opt, LEARNING_RATE[opt])
+    optimizer = train_step.make_optimizer(opt, LEARNING_RATE[opt])
     if kind == "full_batch":
-        fn = train.full_batch(train.sigmoid_bce(XOR_NET.apply), optimizer, STEPS)
+        fn = train_step.full_batch(train_step.sigmoid_bce(XOR_NET.apply), optimizer, STEPS)
         return jax.jit(jax.vmap(fn, in_axes=(0, 0, None)) if batched else fn)
-    fn = train.minibatch(train.softmax_ce(MLP.apply), train.accuracy(MLP.apply), optimizer, STEPS, BATCH, EVAL_EVERY)
+    fn = train_step.minibatch(train_step.softmax_ce(MLP.apply), train_step.accuracy(MLP.apply), optimizer, STEPS,
+                              BATCH, EVAL_EVERY)
     return jax.jit(jax.vmap(fn, in_axes=(0, 0, 0, 0, None)) if batched else fn)
 
 
@@ -70,7 +72,7 @@ def run_alone(kind, opt, params, mask, key):
 SIZES = {"full_batch": [2, 10, 1], "minibatch": [8, 16, 3]}
 
 
-@pytest.mark.parametrize("opt", train.OPTIMIZERS)
+@pytest.mark.parametrize("opt", optimizers.NAMES)
 @pytest.mark.parametrize("kind", ["full_batch", "minibatch"])
 def test_pruned_weights_stay_exactly_zero_and_survivors_train(kind, opt, params_like):
     params = params_like(SIZES[kind], seed=1, std=0.5, bias_std=0.1)
@@ -89,7 +91,7 @@ def test_no_optimiser_can_move_a_pruned_weight_even_one_that_perturbs_every_para
     """Masking gradients is not enough in general: an optimiser may move weights with zero gradient
     (noise, weight decay of a nonzero value). Updates and weights are masked too."""
     noisy = optax.chain(optax.sgd(0.1), optax.add_noise(0.1, 0.0, 0))
-    fn = jax.jit(train.full_batch(train.sigmoid_bce(XOR_NET.apply), noisy, 50))
+    fn = jax.jit(train_step.full_batch(train_step.sigmoid_bce(XOR_NET.apply), noisy, 50))
     params = params_like([2, 10, 1], seed=6, std=0.5)
     mask = sparse_mask(params)
     trained, _ = jax.device_get(fn(poison_pruned(params, mask), mask, datasets.xor_points()))
@@ -169,14 +171,14 @@ def test_full_batch_loss_curve_is_the_loss_before_each_step(params_like):
     _, losses = run_alone("full_batch", "sgd", poison_pruned(params, mask), mask, None)
     assert losses.shape == (STEPS,)
     # Before the first step the network is the masked start (the poisoned pruned values play no part).
-    loss_fn = train.sigmoid_bce(XOR_NET.apply)
+    loss_fn = train_step.sigmoid_bce(XOR_NET.apply)
     np.testing.assert_allclose(losses[0], loss_fn(masks.apply(params, mask), datasets.xor_points()), rtol=1e-6)
     assert losses[-1] < losses[0]
 
 
 def test_bad_training_settings_are_rejected():
     with pytest.raises(ValueError, match="optimizer"):
-        train.make_optimizer("rmsprop", 0.1)
+        train_step.make_optimizer("rmsprop", 0.1)
     with pytest.raises(ValueError, match="multiple"):
-        train.minibatch(train.softmax_ce(MLP.apply), train.accuracy(MLP.apply), train.make_optimizer("sgd", 0.1),
-                        num_steps=250, batch_size=10, eval_every=100)
+        train_step.minibatch(train_step.softmax_ce(MLP.apply), train_step.accuracy(MLP.apply),
+                             train_step.make_optimizer("sgd", 0.1), num_steps=250, batch_size=10, eval_every=100)

@@ -1,4 +1,4 @@
-"""The XOR experiment (paper section 2) in the library (lth_jax.xor): how success is judged, the
+"""The XOR experiment (paper section 2) in the library (lth_jax.reproduction.xor): how success is judged, the
 network it trains and its loss, the lines of Figures 1 and 2 as lotteries of the runner, and the
 sweep's fast full-batch training."""
 
@@ -8,7 +8,9 @@ import numpy as np
 import optax
 import pytest
 
-from lth_jax import datasets, judges, masks, metrics, models, paper, pruning, runner, train, trainers, xor
+from lth_jax import criteria, datasets, judges, masks, models, pruning, runner, trainers
+from lth_jax.reproduction import paper, xor
+from lth_jax.trainers import step as train_step
 
 X, Y = datasets.xor_points()
 
@@ -26,7 +28,7 @@ def logits(params: dict, relu_grad_at_zero: float = 1.0) -> jax.Array:
     return models.mlp_logits_trials_last(params, X, relu_grad_at_zero)[:, 0]
 
 
-def xor_loss(relu_grad_at_zero: float = 0.0, reduction: str = "mean") -> train.LossFn:
+def xor_loss(relu_grad_at_zero: float = 0.0, reduction: str = "mean") -> train_step.LossFn:
     return trainers.sigmoid_ce_trials_last(models.xor_net(10, relu_grad_at_zero=relu_grad_at_zero), reduction)
 
 
@@ -36,40 +38,40 @@ def xor_loss(relu_grad_at_zero: float = 0.0, reduction: str = "mean") -> train.L
 def test_footnote2_network_with_large_n_finds_the_boundary_and_reaches_zero_loss():
     z = logits(footnote2_net(100.0))
     np.testing.assert_allclose(z, [-50, 50, 50, -50])
-    assert metrics.decision_boundary(z, Y)
-    assert metrics.zero_loss(z, Y, threshold=0.0)  # hard 0/1 outputs: the loss is exactly 0
+    assert criteria.decision_boundary(z, Y)
+    assert criteria.zero_loss(z, Y, threshold=0.0)  # hard 0/1 outputs: the loss is exactly 0
 
 
 def test_footnote2_network_with_small_n_finds_the_boundary_but_not_zero_loss():
     z = logits(footnote2_net(1.0))  # outputs sigmoid(+-0.5): right side, far from hard
-    assert metrics.decision_boundary(z, Y)
-    assert not metrics.zero_loss(z, Y, threshold=0.0)
-    assert not metrics.zero_loss(z, Y, threshold=1e-3)
+    assert criteria.decision_boundary(z, Y)
+    assert not criteria.zero_loss(z, Y, threshold=0.0)
+    assert not criteria.zero_loss(z, Y, threshold=1e-3)
 
 
 def test_zero_loss_threshold_asks_every_example_for_a_margin_of_about_log_1_over_t():
     z = logits(footnote2_net(2 * 8.0))  # margin 8 on every point: loss ~ e^-8 = 3.4e-4
-    assert metrics.zero_loss(z, Y, threshold=1e-3)
-    assert not metrics.zero_loss(z, Y, threshold=1e-4)
+    assert criteria.zero_loss(z, Y, threshold=1e-3)
+    assert not criteria.zero_loss(z, Y, threshold=1e-4)
     z_one_weak = z.at[0].set(-4.0)  # one example with margin 4 (loss ~ 0.018) spoils ZL
-    assert not metrics.zero_loss(z_one_weak, Y, threshold=1e-3)
+    assert not criteria.zero_loss(z_one_weak, Y, threshold=1e-3)
 
 
 def test_a_wrong_network_fails_the_boundary_and_zero_loss():
     z = logits(footnote2_net(100.0, output_sign=-1.0))  # XNOR, confidently
-    assert not metrics.decision_boundary(z, Y)
-    assert not metrics.zero_loss(z, Y, threshold=1e-3)
+    assert not criteria.decision_boundary(z, Y)
+    assert not criteria.zero_loss(z, Y, threshold=1e-3)
     three_of_four = jnp.array([-3.0, 3.0, -0.7, -3.0])  # the common local minimum: one point wrong
-    assert not metrics.decision_boundary(three_of_four, Y)
+    assert not criteria.decision_boundary(three_of_four, Y)
 
 
 def test_an_output_of_exactly_one_half_is_wrong_under_the_strict_rule_and_class_1_when_rounding():
     z = jnp.array([-1.0, 0.0, 1.0, -1.0])  # (0,1) sits exactly on the boundary
-    assert not metrics.decision_boundary(z, Y, rule="strict")
-    assert metrics.decision_boundary(z, Y, rule="round")
+    assert not criteria.decision_boundary(z, Y, rule="strict")
+    assert criteria.decision_boundary(z, Y, rule="round")
     dead = jnp.zeros(4)  # a network whose units all died outputs 0.5 everywhere
-    assert not metrics.decision_boundary(dead, Y, rule="strict")
-    assert not metrics.decision_boundary(dead, Y, rule="round")
+    assert not criteria.decision_boundary(dead, Y, rule="strict")
+    assert not criteria.decision_boundary(dead, Y, rule="round")
 
 
 def test_the_experiments_judge_scores_each_trial_and_counts_per_role():
@@ -128,11 +130,12 @@ def test_batched_training_gives_the_numbers_of_vmapped_training(opt):
     params = jax.vmap(lambda k: models.init_params(net, k, 2))(jax.random.split(jax.random.key(5), 6))
     ones = masks.ones_like(jax.tree.map(lambda a: a[0], params))
     m = jax.vmap(pruning.first_units, in_axes=(None, 0))(ones, jnp.array([10, 8, 6, 4, 2, 3]))
-    loss, optimizer = xor_loss(1.0), train.make_optimizer(opt, 0.05)
-    alone = jax.jit(jax.vmap(train.full_batch(loss, optimizer, 60), in_axes=(0, 0, None)))(params, m, (X, Y))
-    batched = jax.jit(train.full_batch(loss, optimizer, 60, batched=True))(params, m, (X, Y))
-    native = jax.jit(train.full_batch(loss, optimizer, 60, batched=True, loss_takes_trials=True))(params, m, (X, Y))
-    every = jax.jit(train.full_batch(loss, optimizer, 60, loss_every=20, batched=True))(params, m, (X, Y))
+    loss, optimizer = xor_loss(1.0), train_step.make_optimizer(opt, 0.05)
+    alone = jax.jit(jax.vmap(train_step.full_batch(loss, optimizer, 60), in_axes=(0, 0, None)))(params, m, (X, Y))
+    batched = jax.jit(train_step.full_batch(loss, optimizer, 60, batched=True))(params, m, (X, Y))
+    native = jax.jit(train_step.full_batch(loss, optimizer, 60, batched=True, loss_takes_trials=True))(
+        params, m, (X, Y))
+    every = jax.jit(train_step.full_batch(loss, optimizer, 60, loss_every=20, batched=True))(params, m, (X, Y))
     for other in (batched, native):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), alone, other)
     np.testing.assert_array_equal(every[0]["Dense_0"]["kernel"], batched[0]["Dense_0"]["kernel"])
@@ -145,7 +148,8 @@ def test_the_loss_of_a_stack_with_a_trailing_trial_axis_is_each_trials_loss():
     params = jax.vmap(lambda k: models.init_params(models.xor_net(10), k, 2))(jax.random.split(jax.random.key(6), 3))
     loss = xor_loss(1.0)
     last = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), params)
-    np.testing.assert_allclose(loss(last, (X, Y)), jax.vmap(loss, in_axes=(0, None))(params, (X, Y)), rtol=1e-6)
+    np.testing.assert_allclose(jax.jit(loss)(last, (X, Y)), jax.jit(jax.vmap(loss, in_axes=(0, None)))(params, (X, Y)),
+                               rtol=1e-6)
 
 
 # ---------------------------------------------------------------- the plan: Figures 1 and 2 as lotteries
@@ -231,11 +235,16 @@ def test_stochastic_steps_walk_each_trials_own_permutation_of_the_examples_every
     trainer = trainers.FullBatch("sgd", 0.5, steps, chunk=3, examples_per_step=per_step)
     network = runner.Network(net, (2,), {"test": "stochastic"})
     trained, _ = trainer(network, params, m, keys, (X, Y))
-    opt = train.make_optimizer("sgd", 0.5)
+    opt = train_step.make_optimizer("sgd", 0.5)
 
     def loss(p, idx):
         z = net.apply({"params": p}, X[idx])[:, 0]
         return jnp.mean(jax.nn.softplus(z) - Y[idx] * z)
+
+    @jax.jit  # one program a step instead of one per operation
+    def step(p, state, idx):
+        u, state = opt.update(jax.grad(loss)(p, idx), state, p)
+        return optax.apply_updates(p, u), state
 
     per_epoch = 4 // per_step
     for i in range(3):
@@ -244,9 +253,7 @@ def test_stochastic_steps_walk_each_trials_own_permutation_of_the_examples_every
         for t in range(steps):
             order = jax.random.permutation(jax.random.fold_in(keys[i], t // per_epoch), 4)
             idx = order[per_step * (t % per_epoch):per_step * (t % per_epoch + 1)]
-            g = jax.grad(loss)(p, idx)
-            u, state = opt.update(g, state, p)
-            p = optax.apply_updates(p, u)
+            p, state = step(p, state, idx)
         jax.tree.map(lambda a, b, i=i: np.testing.assert_allclose(a[i], b, rtol=1e-5, atol=1e-6), trained, p)
 
 
@@ -309,7 +316,7 @@ def test_fidelity_scores_the_26_cells_of_figures_1_and_2_by_their_combined_stand
     fid = xor.fidelity(fig_rows(90.0, 60.0))
     assert fid["total"] == 26 and len(fid["cells"]) == 26
     for c in fid["cells"]:
-        se = np.hypot(xor.binomial_se(c["ours"], 1000), xor.binomial_se(c["paper"], 1000))
+        se = np.hypot(xor.binomial_se_pp(c["ours"], 1000), xor.binomial_se_pp(c["paper"], 1000))
         assert c["gap_in_se"] == pytest.approx((c["ours"] - c["paper"]) / se)
         assert c["within"] == (abs(c["ours"] - c["paper"]) <= 2 * se)
     # DB 90 vs paper 92.5 at six units: SE sqrt(.09*.91 + .075*.925)/sqrt(1000) ~ 1.24 points -> 2.0 SE

@@ -7,9 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import preloaded
 import pytest
 
-from lth_jax import xor
+from lth_jax.reproduction import xor
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -17,10 +18,14 @@ ROOT = Path(__file__).resolve().parents[1]
 # ---------------------------------------------------------------- the command line
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, fresh: bool = False) -> subprocess.CompletedProcess:
+    """``python -m experiments.xor_sweep *args``: a fresh interpreter when ``fresh``, else a child of the
+    preloaded one (tests/preloaded.py: the same answer without JAX's import each time)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu"}
-    return subprocess.run([sys.executable, "-m", "experiments.xor_sweep", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    argv = [sys.executable, "-m", "experiments.xor_sweep", *args]
+    if not fresh:
+        return preloaded.run(argv, cwd=ROOT, env=env, timeout=300)
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
 
 SMALL = ["--trials=8", "--iterations=200", "--widths=6,2", "--heuristics=product", "--progress=false"]
@@ -28,11 +33,12 @@ SMALL = ["--trials=8", "--iterations=200", "--widths=6,2", "--heuristics=product
 
 @pytest.fixture(scope="module")
 def small_runs(tmp_path_factory):
-    """The same small sweep run twice from scratch in two folders, and once more in the first."""
+    """The same small sweep run twice from scratch in two folders (in a fresh interpreter, then in a
+    preloaded one), and once more in the first."""
     a, b = tmp_path_factory.mktemp("a"), tmp_path_factory.mktemp("b")
     runs, results = [], []
-    for out in (a, b, a):
-        runs.append(run_cli(*SMALL, f"--out_dir={out}"))
+    for out, fresh in ((a, True), (b, False), (a, False)):
+        runs.append(run_cli(*SMALL, f"--out_dir={out}", fresh=fresh))
         assert runs[-1].returncode == 0, runs[-1].stderr[-2000:]
         results.append(json.loads((out / "xor_sweep.json").read_text()))
     return runs, results, a

@@ -1,12 +1,12 @@
 """Presets of ``python -m experiments.examine`` (section 5, Figures 9-10): fields of
-:class:`lth_jax.mnist.Settings` for an iterative chain of tickets without controls
+:class:`lth_jax.reproduction.mnist.Settings` for an iterative chain of tickets without controls
 (``seeds`` is a count: seeds ``first_seed .. first_seed + seeds - 1``)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lth_jax import paper
+from lth_jax.reproduction import paper
 
 PRESETS: dict[str, dict[str, Any]] = {
     # "across ten iterative pruning runs", 50,000 iterations a round (a GPU job)

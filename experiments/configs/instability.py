@@ -1,5 +1,5 @@
-"""Presets of ``python -m experiments.instability`` (fields of ``lth_jax.mnist.Settings`` and
-``lth_jax.instability_runs.Analysis``, plus ``rewind_steps``, the k of each run).
+"""Presets of ``python -m experiments.instability`` (fields of ``lth_jax.reproduction.mnist.Settings`` and
+``lth_jax.reproduction.instability_runs.Analysis``, plus ``rewind_steps``, the k of each run).
 
 Every key can be overridden by the flag of the same name; ``seeds`` is a count and ``controls``
 the run's own ``(reinit, shuffle[, random])`` (the pairs build their own controls: ``roles``).
@@ -18,8 +18,8 @@ PAPER: dict[str, Any] = {
     "rewind_steps": (0, 100, 500, 2000), "roles": ("ticket", "random"), "alphas": 31, "every": 1,
 }
 
-# The largest that fits about an hour and a half of 2 CPU cores (issue 9: "LeNet iterative to
-# about 5%, three seeds, 5,000 iterations a round"): 15 levels a chain (100% .. 4.4% of weights),
+# The largest that fits about an hour and a half of 2 CPU cores (LeNet iterative to about 5%,
+# three seeds, 5,000 iterations a round): 15 levels a chain (100% .. 4.4% of weights),
 # pairs at every 7th level (100%, 21%, 4.4%); measured 12-15 minutes a chain and 12 minutes of
 # pairs per k here (WORKSPACE.md, Benchmarks).
 CPU: dict[str, Any] = {

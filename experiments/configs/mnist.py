@@ -1,4 +1,4 @@
-"""Presets of ``python -m experiments.mnist`` (fields of ``lth_jax.mnist.Settings``).
+"""Presets of ``python -m experiments.mnist`` (fields of ``lth_jax.reproduction.mnist.Settings``).
 
 Every key can be overridden by the flag of the same name; ``seeds`` is a count
 (seeds ``first_seed .. first_seed + seeds - 1``) and ``controls`` is ``(reinit, shuffle)`` or

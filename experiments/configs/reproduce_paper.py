@@ -10,7 +10,8 @@ from experiments.configs.examine import PRESETS as EXAMINE_PRESETS
 from experiments.configs.examine import window
 from experiments.configs.mnist import PRESETS as MNIST_PRESETS
 from experiments.configs.studies import FIGURES, PAPER_MODES, study_groups
-from lth_jax import cost, mnist, store
+from lth_jax import store
+from lth_jax.reproduction import cost, mnist
 
 PRESETS = ("paper", "cpu", "smoke")
 STEPS = ("xor", "oneshot", "iterative", "examine", "studies", "han")
@@ -18,7 +19,7 @@ STEPS = ("xor", "oneshot", "iterative", "examine", "studies", "han")
 EXAMINE = {**{k: (v["seeds"], v["iterations"], v["eval_every"]) for k, v in EXAMINE_PRESETS.items()},
            "smoke": (2, 200, 100)}
 XOR_TRIALS = {"paper": 1000, "cpu": 1000, "smoke": 100}
-XOR_SECONDS = 60.0  # issue 2's target for the whole XOR sweep on 2 CPU cores, unless a stored sweep says
+XOR_SECONDS = 60.0  # the target for the whole XOR sweep on 2 CPU cores, unless a stored sweep says
 
 
 class Step(NamedTuple):
@@ -27,7 +28,7 @@ class Step(NamedTuple):
     figures: tuple[int, ...]
     module: str
     args: tuple[str, ...]
-    settings: tuple[Any, ...]  # the lth_jax.mnist.Settings whose training the step runs (for its cost)
+    settings: tuple[Any, ...]  # the lth_jax.reproduction.mnist.Settings whose training the step runs (for its cost)
     root: str                  # where those settings are stored
 
     @property

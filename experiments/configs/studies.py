@@ -1,6 +1,6 @@
 """Presets and groups of ``python -m experiments.studies`` (section 6, Figures 11-15).
 
-Every group is one :class:`lth_jax.mnist.Settings` (five winning tickets, no controls: the
+Every group is one :class:`lth_jax.reproduction.mnist.Settings` (five winning tickets, no controls: the
 figures show tickets only). Decisions (see the report):
 
 - Sizes (Figures 13-14): "networks whose sizes were multiples of the original network size",
@@ -10,7 +10,7 @@ figures show tickets only). Decisions (see the report):
 - Rates (Figure 15): 10%..70% of each hidden layer's remaining weights a round (output layer at
   half the rate). Each chain runs until the first level under 5.5% of all weights (the paper's
   "about 5%", its 5.50% level); the trainings that extract that ticket are its round number
-  (:func:`lth_jax.mnist.trainings_to`): 20% -> 14 and 10% -> 28, the two numbers the paper states.
+  (:func:`lth_jax.reproduction.mnist.trainings_to`): 20% -> 14 and 10% -> 28, the two numbers the paper states.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import dataclasses
 from dataclasses import field
 from typing import Any, NamedTuple
 
-from lth_jax import mnist
-from lth_jax.mnist import Settings
+from lth_jax.reproduction import mnist
+from lth_jax.reproduction.mnist import Settings
 
 STUDIES: tuple[str, ...] = ("init_std", "sizes", "rates")
 STDS: tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
@@ -34,7 +34,7 @@ FIGURES: dict[tuple[str, str], tuple[int, ...]] = {
     ("init_std", "oneshot"): (11, 12), ("init_std", "iterative"): (11, 12),
     ("sizes", "oneshot"): (13,), ("sizes", "iterative"): (14,), ("rates", "iterative"): (15,),
 }
-# The paper's variants (issue 4): one-shot for the stds (iterative behind --mode), both for sizes.
+# The paper's variants: one-shot for the stds (iterative behind --mode), both for sizes.
 PAPER_MODES: dict[str, tuple[str, ...]] = {"init_std": ("oneshot",), "sizes": ("oneshot", "iterative"),
                                            "rates": ("iterative",)}
 

@@ -1,4 +1,4 @@
-"""Presets of ``python -m experiments.xor_sweep`` (fields of :class:`lth_jax.xor.Settings`).
+"""Presets of ``python -m experiments.xor_sweep`` (fields of :class:`lth_jax.reproduction.xor.Settings`).
 
 ``paper`` is the paper's section 2 (1000 networks per setting, 10,000 iterations) with the
 calibrated choices the paper leaves open (the field defaults; see benchmarks/xor_calibration.md).

@@ -1,6 +1,6 @@
-"""Our value of each claim of the paper (:data:`lth_jax.paper.CLAIMS`), computed from the stored results.
+"""Our value of each claim of the paper (:data:`lth_jax.reproduction.paper.CLAIMS`), computed from the stored results.
 
-:func:`ours` answers one claim from a :class:`lth_jax.results.View`, with the sample size behind
+:func:`ours` answers one claim from a :class:`lth_jax.reproduction.results.View`, with the sample size behind
 it and the run and numbers it came from; :func:`table` answers them all as rows (what the
 report and the plots write to ``claims.json``). A claim whose results are not stored has no
 answer (None); one whose results are stored but do not determine it (e.g. no trial converged
@@ -10,11 +10,11 @@ The definitions, where the paper leaves room:
 
 - "converges X% faster": 1 - mean convergence iteration of the tickets at the level / at 100%;
 - "drops off" / "within 0.15%": mean accuracy at convergence more than
-  :data:`lth_jax.paper.ACCURACY_GAP` below the unpruned tickets' (a level where no trial
-  converged counts as dropped; :func:`lth_jax.analysis.accuracy_drop`);
+  :data:`lth_jax.reproduction.paper.ACCURACY_GAP` below the unpruned tickets' (a level where no trial
+  converged counts as dropped; :func:`lth_jax.reproduction.analysis.accuracy_drop`);
 - "returns to the original's convergence time": the first level past the fastest one whose mean
   convergence iteration is back at or above the original's;
-- section 6.2's ticket sizes: :func:`ticket_sizes`; section 4.1's and 6.3's trainings to about
+- section 6.2's ticket sizes: :func:`study_ticket_sizes`; section 4.1's and 6.3's trainings to about
   5%: :func:`trainings_to_about_5` (the first level under :data:`ABOUT_5_PERCENT` of all weights).
 """
 
@@ -26,8 +26,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lth_jax import analysis, mnist, paper
-from lth_jax.results import CPU_SIZE, PAPER_SETTINGS, Run, View, xor_row
+from lth_jax.reproduction import analysis, mnist, paper
+from lth_jax.reproduction.results import CPU_SIZE, PAPER_SETTINGS, Run, View, xor_row
 
 ABOUT_5_PERCENT = 5.5
 """Section 4.1's "about 5%": the first level under 5.5% of all weights (the paper's 5.50% round);
@@ -224,7 +224,7 @@ def _examine(claim: paper.Claim, ex: dict[str, Any] | None) -> Ours | None:
 # ---------------------------------------------------------------- section 6 studies
 
 
-def ticket_sizes(study: dict[str, Any], tolerance: float = paper.ACCURACY_GAP) -> list[dict[str, Any]]:
+def study_ticket_sizes(study: dict[str, Any], tolerance: float = paper.ACCURACY_GAP) -> list[dict[str, Any]]:
     """Section 6.2's two definitions of a winning ticket's size, in weights, per group of a study:
     the smallest network with the lowest mean convergence iteration (None if no level converged),
     and the last size before the mean accuracy at convergence falls ``tolerance`` below the
@@ -252,7 +252,7 @@ def trainings_to_about_5(rate: float, hidden: Sequence[int] = paper.MNIST.hidden
                          target: float = ABOUT_5_PERCENT) -> dict[str, float]:
     """How many trainings iterative pruning at ``rate`` needs to extract a winning ticket of
     about 5% of the network (section 4.1: 20% -> 14; section 6.3: 10% -> 28); see
-    :func:`lth_jax.mnist.trainings_to`."""
+    :func:`lth_jax.reproduction.mnist.trainings_to`."""
     return mnist.trainings_to(target, mnist.Settings(mode="iterative", hidden=tuple(hidden), rate=rate,
                                                      output_rate_factor=output_rate_factor))
 
@@ -344,7 +344,7 @@ def _std_claims(k: str, groups: list[dict[str, Any]], acc_key: str, acc_words: s
 
 def _size_claims(k: str, st: dict[str, Any]) -> tuple[Any, str] | None:
     """Section 6.2: ticket sizes by convergence and by accuracy per network size."""
-    table = ticket_sizes(st)
+    table = study_ticket_sizes(st)
     if k in ("size_conv_300", "size_conv_600"):
         want = "300-100" if k == "size_conv_300" else "600-"
         row = next((r for r in table if r["label"].startswith(want)), None)

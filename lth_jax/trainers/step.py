@@ -310,5 +310,3 @@ def make_optimizer(name: str, learning_rate: float, momentum: float = 0.9) -> op
     """The optimisers the experiments offer by name (:func:`lth_jax.optimizers.make`)."""
     return optimizers.make(name, learning_rate, momentum=momentum)
 
-
-OPTIMIZERS: tuple[str, ...] = optimizers.NAMES

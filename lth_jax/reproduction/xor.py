@@ -45,7 +45,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from lth_jax import datasets, judges, models, optimizers, paper, pruning, rules, runner, trainers
+from lth_jax import datasets, judges, models, optimizers, pruning, rules, runner, trainers
+from lth_jax.reproduction import paper
+from lth_jax.store import ondisk
 
 HEURISTICS = pruning.HEURISTICS
 LOSSES = ("mean", "sum")
@@ -275,7 +277,7 @@ def outcomes(s: Settings, paths: dict[str, Path]) -> dict[str, np.ndarray]:
     for name, path in paths.items():
         for rec in runner.records(path, arrays=True):
             units = int(rec.metrics["percent_nominal"])
-            z = rec.arrays["logits"]
+            z = rec.arrays[ondisk.LOGITS]
             if name.startswith("random/"):
                 out[name] = z[:s.trials]
                 continue
@@ -291,7 +293,7 @@ def _pct(flags_: np.ndarray) -> float:
     return 100.0 * float(np.mean(flags_)) if len(flags_) else float("nan")
 
 
-def binomial_se(pct: float, n: int) -> float:
+def binomial_se_pp(pct: float, n: int) -> float:
     """Binomial standard error of a percentage over ``n`` trials, in percentage points."""
     if n == 0 or not math.isfinite(pct):
         return float("nan")
@@ -309,7 +311,7 @@ def _row(table: str, setting: str, db: np.ndarray, zl: np.ndarray, paper_: tuple
         n_db, n_zl = int(given[0].sum()), int(given[1].sum())
         d, z = _pct(db[given[0]]), _pct(zl[given[1]])
     row = {"table": table, "setting": setting, "trials": len(db), "n_db": n_db, "n_zl": n_zl,
-           "db": d, "zl": z, "db_se": binomial_se(d, n_db), "zl_se": binomial_se(z, n_zl),
+           "db": d, "zl": z, "db_se": binomial_se_pp(d, n_db), "zl_se": binomial_se_pp(z, n_zl),
            "paper_db": paper_[0] if paper_ else None, "paper_zl": paper_[1] if paper_ else None}
     row.update(extra)
     return row
@@ -374,7 +376,7 @@ def fidelity(rows: Sequence[dict], paper_trials: int = paper.XOR.trials) -> dict
         p_n = paper_trials
         if "paper_given" in r:
             p_n = round(paper_trials * r["paper_given"][metric == "zl"])
-        se = math.hypot(binomial_se(ours, n), binomial_se(theirs, p_n))
+        se = math.hypot(binomial_se_pp(ours, n), binomial_se_pp(theirs, p_n))
         gap = (ours - theirs) / se if se > 0 else (0.0 if ours == theirs else math.inf)
         return {"table": r["table"], "setting": r["setting"], "metric": metric.upper(), "units": r["units"],
                 "strategy": r.get("strategy"), "ours": ours, "paper": theirs, "n": n, "se": se,

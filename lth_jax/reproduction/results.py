@@ -35,11 +35,13 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from lth_jax import analysis, paper, store
+from lth_jax import store
+from lth_jax.reproduction import analysis, paper
+from lth_jax.store import ondisk
 
 TOLERANCE = 0.1
 """Largest ``|log(stored percent / asked percent)|`` at which :meth:`Run.at` accepts a level."""
-INIT = "init"  # the record of a run's initial weights (not a level)
+INIT = ondisk.INIT  # the record of a run's initial weights (not a level)
 PRESET_ORDER: tuple[str, ...] = ("paper", "cpu", "smoke")
 """Presets of a study in order of preference when several are stored."""
 METRIC_STATS = ("mean", "min", "max")
@@ -118,16 +120,16 @@ class Run:
         """Test-accuracy curves (trials x evaluations) of ``role`` at ``level`` (reads its npz)."""
         arrays = store.load_level(self.path, level["level"]).arrays
         idx = [i for i, t in enumerate(level["trials"]) if t["role"] == role]
-        return np.asarray(arrays["curves/accuracy"])[idx]
+        return np.asarray(arrays[ondisk.ACCURACY])[idx]
 
     def stop_steps(self, level: dict[str, Any], role: str) -> np.ndarray | None:
         """Where ``role``'s trainings at ``level`` stopped (a run that stops at convergence; None
         for one that trains every level in full)."""
         arrays = store.load_level(self.path, level["level"]).arrays
-        if "curves/stop_step" not in arrays:
+        if ondisk.STOP_STEP not in arrays:
             return None
         idx = [i for i, t in enumerate(level["trials"]) if t["role"] == role]
-        return np.asarray(arrays["curves/stop_step"])[idx]
+        return np.asarray(arrays[ondisk.STOP_STEP])[idx]
 
     def device(self) -> str:
         return sorted({m.get("device", "?") for m in self.levels})[0] if self.levels else "?"
@@ -164,7 +166,7 @@ def _is_paper_lenet(s: dict[str, Any]) -> bool:
 
 def _stored_runs(root: Path) -> Iterator[tuple[Path, dict[str, Any]]]:
     """Every run directory at any depth under ``root`` with its hashed settings (damaged settings raise)."""
-    for f in sorted(root.rglob("settings.json")):
+    for f in sorted(root.rglob(ondisk.SETTINGS)):
         yield f.parent, store.load_settings(f.parent)["settings"]
 
 
@@ -192,7 +194,7 @@ def find_mnist_runs(runs_dir: str | Path) -> dict[str, Path]:
 def latest_run(runs_dir: str | Path, mode: str) -> Path | None:
     """The most recently started run of ``mode`` directly under ``runs_dir`` that has stored levels."""
     found = [p for p in store.find_runs(runs_dir, mode=mode) if any(n != INIT for n in store.levels(p))]
-    return max(found, key=lambda p: (p / "settings.json").stat().st_mtime) if found else None
+    return max(found, key=lambda p: (p / ondisk.SETTINGS).stat().st_mtime) if found else None
 
 
 # ---------------------------------------------------------------- XOR and section 5 summaries
@@ -271,7 +273,7 @@ def load_study(manifest: str | Path) -> dict[str, Any]:
     for g in m["groups"]:
         path = root / g["run"]
         g["path"] = str(path)
-        g["rows"] = level_rows(Run(path)) if (path / "settings.json").exists() else []
+        g["rows"] = level_rows(Run(path)) if (path / ondisk.SETTINGS).exists() else []
     return m
 
 

@@ -1,15 +1,11 @@
-"""Trainers as the runner uses them: a stack of trials in, trained weights and outputs out.
+"""The mini-batch trainer (MNIST, sections 3-6; any Flax model through the training contract).
 
-Each is a small frozen value (hashable, so every run with the same training settings
-shares one compiled program) whose ``__call__(network, params, masks, keys, data,
+:class:`Minibatch` is a small frozen value (hashable, so every run with the same training
+settings shares one compiled program) whose ``__call__(network, params, masks, keys, data,
 on_steps)`` trains trials laid out on a leading axis and returns ``(trained, outputs)``,
-``outputs`` mapping store keys to per-trial arrays.
-
-- :class:`Minibatch` (MNIST, sections 3-6): data on the device, batches drawn in the
-  compiled program from each trial's key, test accuracy every ``eval_every`` steps, run in
-  segments of ``chunk_steps`` for progress (the result does not depend on the chunking).
-- :class:`FullBatch` (XOR, section 2): full-batch steps on a small dataset, trial axis laid
-  out last inside (:func:`lth_jax.train.full_batch`), in fixed-size chunks of trials.
+``outputs`` mapping store keys to per-trial arrays: data on the device, batches drawn in the
+compiled program from each trial's key, test accuracy every ``eval_every`` steps, run in
+segments of ``chunk_steps`` for progress (the result does not depend on the chunking).
 """
 
 from __future__ import annotations
@@ -17,26 +13,24 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 
-from lth_jax import conv, devices, models, optimizers, train
-from lth_jax import masks as masks_lib
+from lth_jax import conv, devices, optimizers
+from lth_jax.store import ondisk
+from lth_jax.trainers import step as train_step
 
 PyTree = Any
 
 
-def _positive(name: str, value: float) -> None:
+def positive(name: str, value: float) -> None:
+    """Refuse a setting that is not a positive finite number, naming it."""
     if not (value > 0 and np.isfinite(value)):
         raise ValueError(f"{name} must be a positive number, not {value}")
-
 
 @dataclasses.dataclass(frozen=True)
 class Minibatch:
@@ -47,7 +41,7 @@ class Minibatch:
     (``optimizers.SGD(optimizers.Warmup(...), momentum=0.9, nesterov=True)``, which carries its
     own rate: leave ``lr`` unset), or any ``optax.GradientTransformation`` together with
     ``optimizer_name`` (which enters the run's hash, as a custom rule's name does). Masks are
-    exact under any of them (:func:`lth_jax.train.stateful_step` masks gradients, updates and
+    exact under any of them (:func:`lth_jax.trainers.step.stateful_step` masks gradients, updates and
     weights).
     """
 
@@ -68,12 +62,12 @@ class Minibatch:
 
     def __post_init__(self) -> None:
         named = isinstance(self.optimizer, str)
-        if named and self.optimizer not in train.OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(train.OPTIMIZERS)}, not {self.optimizer!r}")
+        if named and self.optimizer not in optimizers.NAMES:
+            raise ValueError(f"optimizer must be one of {', '.join(optimizers.NAMES)}, not {self.optimizer!r}")
         if named and self.lr is None:
             object.__setattr__(self, "lr", 0.05)
         if isinstance(self.lr, int | float):
-            _positive("lr", self.lr)
+            positive("lr", self.lr)
         optimizers.resolve(self.optimizer, self.lr, self.optimizer_name)  # one line for any bad combination
         for name in ("batch_size", "eval_every"):
             if getattr(self, name) < 1:
@@ -142,7 +136,7 @@ class Minibatch:
         """The ``(begin, end)`` steps of each compiled call: the ``steps_per_call`` grid (or
         ``every`` steps), also cut at ``start``, ``stop`` and every snapshot step between them.
         From 0 without snapshots it is the grid itself (each call's result does not depend on
-        the cuts: :func:`lth_jax.train.minibatch_segment`)."""
+        the cuts: :func:`lth_jax.trainers.step.minibatch_segment`)."""
         stop = self.iterations if stop is None else stop
         c = every or self.steps_per_call()
         grid = range(c * (start // c + 1), stop, c)
@@ -193,10 +187,10 @@ class Minibatch:
             self.check_snapshot_steps([start_step])
             n = keys.shape[0]
             counters = (np.full((n,), -1, np.int32), np.full((n,), start_step, np.int32),
-                        np.full((n,), train.NEVER, np.int32))
+                        np.full((n,), train_step.NEVER, np.int32))
             if placement is not None:
                 counters = placement.shard(counters)
-            state = train.TrainState(params, opt_state, *(jnp.asarray(c) for c in counters), model_state)
+            state = train_step.TrainState(params, opt_state, *(jnp.asarray(c) for c in counters), model_state)
         else:
             state = programs(self.steps_per_call())[0](params, masks, model_state)
         if stop is not None:
@@ -219,17 +213,18 @@ class Minibatch:
         curves.append(devices.host(pending[0]))
         if on_steps:
             on_steps(pending[1])
-        outputs = {**self._outputs(curves, start_step), **_state_outputs(state.model_state, "state")}
+        outputs = {**self._outputs(curves, start_step), **_state_outputs(state.model_state, ondisk.STATE)}
         for step, (p, s, ms) in sorted(snaps.items()):
-            outputs.update(_flat(devices.host(p), f"snapshots/{step}/params"))
-            outputs.update({f"snapshots/{step}/opt/{i}": np.asarray(leaf)
+            outputs.update(_flat(devices.host(p), ondisk.snapshot(step, "params")))
+            outputs.update({ondisk.snapshot_opt(step, i): np.asarray(leaf)
                             for i, leaf in enumerate(jax.tree.leaves(devices.host(s)))})
-            outputs.update(_state_outputs(ms, f"snapshots/{step}/state"))
+            outputs.update(_state_outputs(ms, ondisk.snapshot(step, ondisk.STATE)))
         return state.params, outputs
 
-    def _until_settled(self, programs: Callable, state: train.TrainState, masks: PyTree, keys: jax.Array, data: tuple,
-                       on_steps: Callable[[int], None] | None, start_step: int, stop: Any, stoppable: np.ndarray,
-                       placement: devices.Placement | None) -> tuple[PyTree, dict[str, np.ndarray]]:
+    def _until_settled(self, programs: Callable, state: train_step.TrainState, masks: PyTree, keys: jax.Array,
+                       data: tuple, on_steps: Callable[[int], None] | None, start_step: int, stop: Any,
+                       stoppable: np.ndarray, placement: devices.Placement | None
+                       ) -> tuple[PyTree, dict[str, np.ndarray]]:
         """Train in segments of ``stop.every`` steps; after each, every ``stoppable`` trial that
         ``stop`` finds settled on its curve so far stops there (frozen in the program, its weights
         kept as they are at that step). Once at most half of a program's trials still train,
@@ -248,9 +243,9 @@ class Minibatch:
         width = n
 
         def outputs(sel: np.ndarray) -> dict[str, np.ndarray]:
-            out = {"curves/accuracy": acc[sel], "curves/loss": loss[sel], "curves/diverged_at": diverged[sel]}
+            out = {ondisk.ACCURACY: acc[sel], ondisk.LOSS: loss[sel], ondisk.DIVERGED_AT: diverged[sel]}
             if start_step:
-                out["curves/start_step"] = np.full(sel.size, start_step, np.int32)
+                out[ondisk.START_STEP] = np.full(sel.size, start_step, np.int32)
             return out
 
         def keep(tree: PyTree, take: np.ndarray) -> None:  # rows of the program -> the host copy
@@ -273,14 +268,14 @@ class Minibatch:
                 done[rows[settled]] = True
                 stopped[rows[settled]] = end
                 keep((state.params, state.model_state), np.flatnonzero(settled))
-                at = np.where(done[rows], end, train.NEVER).astype(np.int32)
+                at = np.where(done[rows], end, train_step.NEVER).astype(np.int32)
                 if at.size < width:
                     at = np.concatenate([at, np.full(width - at.size, end, np.int32)])
                 state = state._replace(stop_at=placement.shard(at) if placement is not None else jnp.asarray(at))
             if done.all():
                 break
             still = np.flatnonzero(~done[rows])
-            size = _padded(max(still.size, NARROWEST), placement)
+            size = devices.padded(max(still.size, NARROWEST), placement)
             if still.size <= width // 2 and size < width:  # narrow the program to the trials still training
                 take = np.concatenate([still, np.full(size - still.size, still[0])])
                 state, masks, keys = _narrow(state, masks, keys, take, placement)
@@ -289,22 +284,22 @@ class Minibatch:
         if left.size:
             keep((state.params, state.model_state), left)
         trained = np.arange(evals)[None] < (stopped // ev)[:, None]  # the evaluations before each stop
-        return final[0], {**_state_outputs(final[1], "state"), "curves/accuracy": np.where(trained, acc, np.nan),
-                       "curves/loss": np.where(trained, loss, np.nan),
-                       "curves/diverged_at": diverged, "curves/stop_step": stopped,
-                       **({"curves/start_step": np.full(n, start_step, np.int32)} if start_step else {})}
+        return final[0], {**_state_outputs(final[1], ondisk.STATE), ondisk.ACCURACY: np.where(trained, acc, np.nan),
+                       ondisk.LOSS: np.where(trained, loss, np.nan),
+                       ondisk.DIVERGED_AT: diverged, ondisk.STOP_STEP: stopped,
+                       **({ondisk.START_STEP: np.full(n, start_step, np.int32)} if start_step else {})}
 
     def _outputs(self, curves: list[Any], start_step: int) -> dict[str, np.ndarray]:
         """The curves so far as stored: accuracy and loss per evaluation (NaN before a late
         rewinding's start), the divergence step."""
         acc = np.concatenate([c.accuracy for c in curves], axis=1).astype(np.float32)
         loss = np.concatenate([c.loss for c in curves], axis=1).astype(np.float32)
-        outputs = {"curves/diverged_at": np.asarray(curves[-1].diverged_at, np.int32)}
+        outputs = {ondisk.DIVERGED_AT: np.asarray(curves[-1].diverged_at, np.int32)}
         if start_step:  # the evaluations before the start were never made
             before = np.full((acc.shape[0], start_step // self.eval_every), np.nan, np.float32)
             acc, loss = np.concatenate([before, acc], axis=1), np.concatenate([before, loss], axis=1)
-            outputs["curves/start_step"] = np.full(acc.shape[0], start_step, np.int32)
-        return {"curves/accuracy": acc, "curves/loss": loss, **outputs}
+            outputs[ondisk.START_STEP] = np.full(acc.shape[0], start_step, np.int32)
+        return {ondisk.ACCURACY: acc, ondisk.LOSS: loss, **outputs}
 
     def layout(self, network: Any) -> str:
         """The conv layout this trainer uses for ``network`` (``conv_layout``, "auto" resolved)."""
@@ -324,12 +319,8 @@ without its batch dimension, to other kernels whose float sums differ in the las
 tests/test_stop_at_convergence.py), so a trial left alone would not train as it does beside others."""
 
 
-def _padded(n: int, placement: devices.Placement | None) -> int:
-    return n if placement is None else placement.padded(n)
-
-
-def _narrow(state: train.TrainState, masks: PyTree, keys: jax.Array, take: np.ndarray,
-            placement: devices.Placement | None) -> tuple[train.TrainState, PyTree, jax.Array]:
+def _narrow(state: train_step.TrainState, masks: PyTree, keys: jax.Array, take: np.ndarray,
+            placement: devices.Placement | None) -> tuple[train_step.TrainState, PyTree, jax.Array]:
     """Rows ``take`` of a program's state, masks and keys, placed as a program's inputs are."""
     state_h, masks_h, kd = devices.host((state, masks, jax.random.key_data(keys)))
     state_n, masks_n, kd_n = jax.tree.map(lambda x: np.asarray(x)[take], (state_h, masks_h, kd))
@@ -359,13 +350,13 @@ def _minibatch_programs(contract: Any, trainer: Minibatch, chunk_steps: int,
                         pipeline: Any) -> tuple[Callable, Callable]:
     """Jitted, vmapped (start, segment), shared by every run with the same training settings."""
     opt = trainer.optimizer_fn()
-    start = jax.jit(jax.vmap(functools.partial(train.start, opt)))
+    start = jax.jit(jax.vmap(functools.partial(train_step.start, opt)))
     if trainer.conv_layout == "vmap":
-        segment = train.minibatch_segment(*contract.losses(pipeline), opt, chunk_steps, trainer.batch_size,
+        segment = train_step.minibatch_segment(*contract.losses(pipeline), opt, chunk_steps, trainer.batch_size,
                                           trainer.eval_every, stateful=True)
         return start, jax.jit(jax.vmap(segment, in_axes=(0, 0, 0, None, None)))
     k = trainer.steps_per_program or max(d for d in range(1, 6) if trainer.eval_every % d == 0)
-    advance, evaluate = train.minibatch_steps(*contract.losses(pipeline, trainer.conv_layout), opt, k,
+    advance, evaluate = train_step.minibatch_steps(*contract.losses(pipeline, trainer.conv_layout), opt, k,
                                               trainer.batch_size)
     per_trial = jax.jit(jax.vmap(advance, in_axes=(0, 0, 0, None, None)))
     shared = jax.jit(jax.vmap(advance, in_axes=(0, 0, None, None, None)))  # one batch for every trial
@@ -401,7 +392,7 @@ def _minibatch_programs(contract: Any, trainer: Minibatch, chunk_steps: int,
                 state = _merge_rows(state)
             inverse = np.argsort(order)
             state, acc, loss = _take((state, acc, loss), inverse)
-        return state, train.Curve(jnp.stack(acc, axis=1), jnp.stack(loss, axis=1), state.diverged_at)
+        return state, train_step.Curve(jnp.stack(acc, axis=1), jnp.stack(loss, axis=1), state.diverged_at)
 
     return start, segment
 
@@ -431,201 +422,3 @@ def _merge_rows(tree: PyTree) -> PyTree:
     return jax.tree.map(lambda a: a.reshape((-1, *a.shape[2:])), tree)
 
 
-@dataclasses.dataclass(frozen=True)
-class FullBatch:
-    """Full-batch training of many small MLPs (the paper's XOR: 10,000 iterations), one compiled
-    program of ``chunk`` stacked trials; outputs the final ``logits`` (T, examples).
-
-    The network must be a :class:`lth_jax.models.MLP`: inside, the trial axis is laid out last
-    and the forward pass is :func:`lth_jax.models.mlp_logits_trials_last`, the same function
-    as ``MLP.apply`` (tested), 2-4x as many trial-steps per second as ``vmap`` on a CPU.
-    """
-
-    optimizer: str = "adam"
-    lr: float = 0.001
-    iterations: int = 10_000
-    loss: str = "mean"   # cross-entropy over the examples: mean or sum
-    chunk: int = 2500
-    eps: float = optimizers.ADAM_EPS      # Adam's epsilon
-    lr_schedule: str = "constant"         # or decaying to 0 over the run: cosine, linear
-    # Examples per step: None = every example (full batch); k = stochastic steps on k examples,
-    # each trial going through its own random permutation of the examples every epoch.
-    examples_per_step: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.optimizer not in train.OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {', '.join(train.OPTIMIZERS)}, not {self.optimizer!r}")
-        _positive("lr", self.lr)
-        _positive("eps", self.eps)
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be at least 1, not {self.iterations}")
-        if self.loss not in ("mean", "sum"):
-            raise ValueError(f"loss must be mean or sum, not {self.loss!r}")
-        if self.chunk < 1:
-            raise ValueError(f"chunk must be at least 1, not {self.chunk}")
-        if self.lr_schedule not in optimizers.SCHEDULES:
-            raise ValueError(f"lr_schedule must be one of {', '.join(optimizers.SCHEDULES)}, not {self.lr_schedule!r}")
-        if self.examples_per_step is not None and self.examples_per_step < 1:
-            raise ValueError(f"examples_per_step must be at least 1, not {self.examples_per_step}")
-
-    def hashed(self) -> dict[str, Any]:
-        out = {"optimizer": self.optimizer, "lr": self.lr, "iterations": self.iterations, "loss": self.loss}
-        # Added later: named only when set, so the runs stored before them keep their hashes.
-        extra = {"eps": self.eps, "lr_schedule": self.lr_schedule, "examples_per_step": self.examples_per_step}
-        defaults = {"eps": optimizers.ADAM_EPS, "lr_schedule": "constant", "examples_per_step": None}
-        out.update({k: v for k, v in extra.items() if v != defaults[k]})
-        return out
-
-    def stochastic(self, examples: int) -> bool:
-        return self.examples_per_step is not None and self.examples_per_step < examples
-
-    def optimizer_fn(self) -> Any:
-        return optimizers.make(self.optimizer, self.lr, eps=self.eps, lr_schedule=self.lr_schedule,
-                               steps=self.iterations)
-
-    def signature(self) -> tuple:
-        return (*self.hashed().values(), self.chunk)
-
-    def trial_bytes(self, network: Any) -> int:
-        params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(network.shapes()))
-        return 4 * params * 8
-
-    def compiled(self, network: Any, data: tuple, placement: devices.Placement | None = None
-                 ) -> tuple[Callable, float]:
-        """The compiled chunk program for ``data`` and its compile seconds (the first call compiles).
-
-        The data are constants of the program (four XOR points), as they were when the
-        defaults were calibrated, so XLA sees exactly the program the stored numbers came from.
-        With ``placement`` the chunk's trials are split across its devices (the chunk rounded
-        up to a multiple of them: :meth:`chunk_for`).
-        """
-        x, y = (np.asarray(devices.host(a), np.float32) for a in data)
-        return _full_batch_program(network.module, network.input_shape, self,
-                                   (x.shape, x.tobytes(), y.shape, y.tobytes()), placement)
-
-    def chunk_for(self, placement: devices.Placement | None) -> int:
-        """Trials a compiled call takes: ``chunk``, a multiple of the placement's devices."""
-        return _padded(self.chunk, placement)
-
-    def __call__(self, network: Any, params: PyTree, masks: PyTree, keys: jax.Array, data: tuple,
-                 on_steps: Callable[[int], None] | None = None,
-                 placement: devices.Placement | None = None) -> tuple[PyTree, dict[str, np.ndarray]]:
-        """Train a stack of any length: padded to whole chunks, one compiled call per chunk
-        (split across ``placement``'s devices). ``data`` is ``(x, y)``, shared by every trial;
-        ``keys`` (one per trial) draw the order of the examples of stochastic steps and are
-        unused in full-batch training."""
-        program, _ = self.compiled(network, data, placement)
-        stochastic = self.stochastic(len(data[1]))
-        params, masks = devices.host((params, masks))  # slicing on the host compiles nothing
-        key_data = np.asarray(devices.host(jax.random.key_data(keys))) if stochastic else None
-        total = jax.tree.leaves(params)[0].shape[0]
-        n = self.chunk_for(placement)
-        out_params, out_logits = [], []
-        for start in range(0, total, n):
-            take = min(n, total - start)
-
-            def piece(a, start=start, take=take):
-                # The last chunk is padded with copies of one trial (trials never interact).
-                return np.concatenate([a[start:start + take], np.repeat(a[start:start + 1], n - take, 0)])
-
-            args = (jax.tree.map(piece, params), jax.tree.map(piece, masks))
-            if stochastic:
-                args += (jax.random.wrap_key_data(piece(key_data)),)
-            if placement is not None:
-                args = placement.shard(args)
-            p, z = devices.host(program(*args))
-            out_params.append(jax.tree.map(lambda a, take=take: np.asarray(a)[:take], p))
-            out_logits.append(np.asarray(z)[:take])
-        if on_steps:
-            on_steps(self.iterations)
-        return jax.tree.map(lambda *a: np.concatenate(a), *out_params), {"logits": np.concatenate(out_logits)}
-
-
-def sigmoid_ce_trials_last(module: Any, reduction: str = "mean") -> train.LossFn:
-    """Sigmoid cross-entropy from logits (softplus(z) - y z), mean or sum over the examples, of an
-    MLP whose params leaves end in a trial axis: one loss per trial."""
-    reduce = {"mean": jnp.mean, "sum": jnp.sum}[reduction]
-
-    def loss(params, batch):
-        return reduce(_sigmoid_ce_per_example(module, params, *batch), axis=0)
-
-    return loss
-
-
-def _sigmoid_ce_per_example(module: Any, params: PyTree, x: jax.Array, y: jax.Array) -> jax.Array:
-    """softplus(z) - y z of every example (rows, *trials), params leaves ending in the trial axis."""
-    z = models.mlp_logits_trials_last(params, x, module.relu_grad_at_zero)[:, 0]  # (rows, *trials)
-    return jax.nn.softplus(z) - y.reshape((-1,) + (1,) * (z.ndim - 1)) * z
-
-
-@functools.lru_cache(maxsize=8)
-def _full_batch_program(module: Any, input_shape: tuple[int, ...], trainer: FullBatch,
-                        data_bytes: tuple, placement: devices.Placement | None = None) -> tuple[Callable, float]:
-    x_shape, x_bytes, y_shape, y_bytes = data_bytes
-    data = (jnp.asarray(np.frombuffer(x_bytes, np.float32).reshape(x_shape)),
-            jnp.asarray(np.frombuffer(y_bytes, np.float32).reshape(y_shape)))
-    optimizer = trainer.optimizer_fn()
-    act = models.mlp_logits_trials_last
-    n = trainer.chunk_for(placement)
-    split = None if placement is None else NamedSharding(placement.mesh, P(devices.AXIS))
-    if trainer.stochastic(y_shape[0]):
-        fit = _stochastic_fit(module, trainer, optimizer)
-        extra = (jax.ShapeDtypeStruct((n,), jax.random.key(0).dtype, sharding=split),)
-    else:
-        full = train.full_batch(sigmoid_ce_trials_last(module, trainer.loss), optimizer, trainer.iterations,
-                                loss_every=trainer.iterations, batched=True, loss_takes_trials=True)
-        fit = lambda params, masks, data: full(params, masks, data)[0]  # noqa: E731
-        extra = ()
-
-    def run(params, masks, *keys):
-        trained = fit(params, masks, data, *keys)
-        logits = jax.vmap(lambda p: act(p, data[0], module.relu_grad_at_zero)[:, 0])(trained)
-        return trained, logits
-
-    shapes = jax.eval_shape(lambda: module.init(jax.random.key(0), jnp.zeros((1, *input_shape)))["params"])
-    stack = lambda dtype: jax.tree.map(lambda a: jax.ShapeDtypeStruct((n, *a.shape), dtype, sharding=split),  # noqa: E731
-                                       shapes)
-    t0 = time.perf_counter()
-    compiled = jax.jit(run).lower(stack(jnp.float32), stack(bool), *extra).compile()
-    return compiled, time.perf_counter() - t0
-
-
-def _stochastic_fit(module: Any, trainer: FullBatch, optimizer: Any) -> Callable:
-    """``fit(params, masks, data, keys) -> params``: ``iterations`` steps, each on
-    ``examples_per_step`` examples. Every trial walks through its own random permutation of
-    the examples each epoch (``permutation(fold_in(key, epoch))``), as a shuffling data loader
-    would; the loss of a step is the mean (or sum) over its examples. Trial axis last inside,
-    like the full-batch program."""
-    b = trainer.examples_per_step
-    reduce_mean = trainer.loss == "mean"
-
-    def fit(params, masks, data, keys):
-        x, y = data
-        m = y.shape[0]
-        per_epoch = -(-m // b)  # the last step of an epoch may see fewer examples
-        epochs = -(-trainer.iterations // per_epoch)
-        perms = jax.vmap(lambda k: jax.vmap(lambda e: jax.random.permutation(jax.random.fold_in(k, e), m))(
-            jnp.arange(epochs)))(keys).astype(jnp.int8)                       # (T, epochs, m)
-        last = lambda tree: jax.tree.map(lambda a: jnp.moveaxis(a, 0, -1), tree)  # noqa: E731
-        params, masks = last(params), last(masks)
-        params = masks_lib.apply(params, masks)
-
-        def loss(p, weights):
-            total = jnp.sum(weights * _sigmoid_ce_per_example(module, p, x, y), axis=0)
-            return total / jnp.sum(weights, axis=0) if reduce_mean else total
-
-        def step(carry, t):
-            p, s = carry
-            order = jax.lax.dynamic_index_in_dim(perms, t // per_epoch, axis=1, keepdims=False)  # (T, m)
-            slot = jnp.arange(m)[None, :] // b == (t % per_epoch)                 # positions of this step
-            weights = jnp.zeros((m, order.shape[0]), jnp.float32).at[order.T, jnp.arange(order.shape[0])].set(
-                slot.T.astype(jnp.float32))                                        # (m, T)
-            value, vjp = jax.vjp(lambda q: loss(q, weights), p)
-            (grads,) = vjp(jnp.ones_like(value))
-            p, s = train._masked_update(optimizer, grads, s, p, masks)
-            return (p, s), None
-
-        (params, _), _ = jax.lax.scan(step, (params, optimizer.init(params)), jnp.arange(trainer.iterations))
-        return jax.tree.map(lambda a: jnp.moveaxis(a, -1, 0), params)
-
-    return fit

@@ -13,17 +13,19 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lth_jax import mnist, store
+from lth_jax import store
+from lth_jax.reproduction import mnist
+from lth_jax.store import ondisk
 
 LENET_WEIGHTS = 266_200
 # Seconds per LeNet seed-step when nothing is measured yet:
 # - cpu: 5 tickets x 1000 iterations in 32.3 s on the 2-core CPU shared with ~5 other jobs
 #   (compilation included): 6.5 ms. Quiet machines are faster.
-# - gpu: issue 3's H100 target (35 networks x 50,000 iterations in under 60 s), NOT a measurement.
+# - gpu: a target for one H100 (35 networks x 50,000 iterations in under 60 s), NOT a measurement.
 DEFAULT: dict[str, float] = {"cpu": 32.3 / (5 * 1000), "gpu": 60.0 / (35 * 50_000)}
 SOURCE: dict[str, str] = {
     "cpu": "default: 6.5 ms per LeNet seed-step, measured on the shared 2-core CPU",
-    "gpu": "default: issue 3's H100 target (35 networks x 50,000 iterations in 60 s), not measured"}
+    "gpu": "default: a target for one H100 (35 networks x 50,000 iterations in 60 s), not measured"}
 # Fixed costs the per-step rate does not cover (assumed, not measured): compiling and setting up
 # each level's programs, and starting a step (imports, data, first compilation).
 LEVEL_SECONDS: dict[str, float] = {"cpu": 3.0, "gpu": 2.0}
@@ -59,7 +61,7 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {}
     seen = set()
     programs: dict[str, list[Any]] = {}  # a program's levels: their seconds add up to its time
-    for settings_file in Path(runs_dir).rglob("settings.json"):
+    for settings_file in Path(runs_dir).rglob(ondisk.SETTINGS):
         run = settings_file.parent
         try:
             s = store.load_settings(run)["settings"]
@@ -67,7 +69,7 @@ def measured(runs_dir: str | Path) -> dict[str, list[float]]:
         except (KeyError, TypeError, store.StoreError):
             continue
         for name in store.levels(run):
-            if name == "init":
+            if name == ondisk.INIT:
                 continue
             m = store.load_level(run, name, arrays=False).metrics
             if "seconds" not in m or "roles" not in m or "copied_from" in m:  # a copy is its source's time

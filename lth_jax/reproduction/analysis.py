@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from lth_jax import connectivity
 from lth_jax import masks as masks_lib
+from lth_jax.reproduction import connectivity
 
 PyTree = Any
 Order = Sequence[masks_lib.LayerRef] | None
@@ -97,7 +97,7 @@ def sorted_incoming(masks: PyTree, disconnect: bool = True, *, order: Order = No
     pooled over leading trial axes and sorted in descending order.
 
     With ``disconnect`` (the paper's footnote 7), edges with no path to an output
-    are removed first. Masks of a chain of Dense layers (see :mod:`lth_jax.connectivity`).
+    are removed first. Masks of a chain of Dense layers (see :mod:`lth_jax.reproduction.connectivity`).
     """
     if disconnect:
         masks = connectivity.remove_disconnected(masks, order=order)
@@ -183,7 +183,7 @@ def nearest_level(densities: Sequence[float], target: float) -> int:
 
 def divergence_summary(diverged_at: np.ndarray) -> dict[str, Any]:
     """Trials that produced NaN/inf: ``diverged_at`` holds each trial's first bad
-    step, or -1 for a trial that stayed finite (as :class:`lth_jax.train.Curve`)."""
+    step, or -1 for a trial that stayed finite (as :class:`lth_jax.trainers.step.Curve`)."""
     d = np.asarray(diverged_at).reshape(-1)
     bad = d >= 0
     n, k = int(d.size), int(bad.sum())

@@ -1,4 +1,5 @@
-"""How runs are judged: XOR success (DB, ZL) and MNIST convergence (footnote 5)."""
+"""The paper's criteria on one trial's outputs: XOR success (DB, ZL) and MNIST convergence
+(footnote 5). :mod:`lth_jax.judges` applies them to every trial of a level and writes the verdict."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def zero_loss(logits: jax.Array, y: jax.Array, threshold: float = 0.0, over: str
 # ---------------------------------------------------------------- convergence
 
 
-class Convergence(NamedTuple):
+class ConvergencePoint(NamedTuple):
     iteration: np.ndarray  # iteration at which the run converged (NaN if it never did)
     accuracy: np.ndarray   # test accuracy at that iteration (NaN if never)
 
@@ -71,7 +72,7 @@ def moving_average(acc: np.ndarray, width: int) -> np.ndarray:
 
 
 def convergence(acc: np.ndarray, eval_every: int = 100, average_over: int = 1000,
-                stable_for: int = 1000, tolerance: float = 0.002) -> Convergence:
+                stable_for: int = 1000, tolerance: float = 0.002) -> ConvergencePoint:
     """Footnote 5: the first moment the ``average_over``-iteration moving average of
     test accuracy stays within ``tolerance`` of its value for ``stable_for``
     consecutive iterations.
@@ -93,4 +94,4 @@ def convergence(acc: np.ndarray, eval_every: int = 100, average_over: int = 1000
     found = np.any(stable, axis=-1)
     iteration = np.where(found, (first + 1) * eval_every, np.nan)
     at = np.take_along_axis(acc, first[..., None], axis=-1)[..., 0]
-    return Convergence(iteration=iteration, accuracy=np.where(found, at, np.nan))
+    return ConvergencePoint(iteration=iteration, accuracy=np.where(found, at, np.nan))

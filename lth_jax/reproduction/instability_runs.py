@@ -45,11 +45,12 @@ import numpy as np
 from lth_jax import devices as devices_lib
 from lth_jax import instability, programs, runner, store
 from lth_jax import masks as masks_lib
+from lth_jax.store import ondisk
 
 PyTree = Any
 PREFIX = "instability"
 COPY_B = 2**31 - 1  # copy b's batch stream: fold_in(K, COPY_B); training steps are below it
-ROLES = ("ticket", "reinit", "shuffle", "random")  # the runner's roles that start from a level's masks
+MASKED_ROLES = tuple(r for r in runner.ROLES if r != "continue")  # the roles that start from a level's masks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +65,7 @@ class Analysis:
 
     roles: tuple[str, ...] = dataclasses.field(default=("ticket", "random"), metadata={
         "help": "Trials that get a pair of copies: ticket and controls built for the pairs (one per ticket).",
-        "choices": ROLES, "unique": True})
+        "choices": MASKED_ROLES, "unique": True})
     alphas: int = dataclasses.field(default=instability.ALPHAS, metadata={
         "help": "Points of the path between the two copies, evenly spaced from 0 to 1.", "min": 2})
     every: int = dataclasses.field(default=1, metadata={
@@ -76,9 +77,10 @@ class Analysis:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "roles", tuple(self.roles))
-        bad = [r for r in self.roles if r not in ROLES]
+        bad = [r for r in self.roles if r not in MASKED_ROLES]
         if not self.roles or bad or len(set(self.roles)) != len(self.roles):
-            raise ValueError(f"roles must be distinct names among {', '.join(ROLES)}, not {', '.join(self.roles)}")
+            raise ValueError(f"roles must be distinct names among {', '.join(MASKED_ROLES)}, "
+                             f"not {', '.join(self.roles)}")
         if self.alphas < 2:
             raise ValueError(f"a path needs at least its two endpoints, not {self.alphas} alphas")
         if self.every < 1:
@@ -181,7 +183,7 @@ def _commands(path: Path) -> list[str]:
 def _start(lottery: runner.Lottery, run_path: Path, level: runner.Level) -> tuple[PyTree, PyTree, jax.Array, PyTree]:
     """Params, masks, batch keys and optimiser states (or None) of every trial of ``level``,
     as the run started them (a late-rewound run: from the step-k snapshot, level 0 included)."""
-    masks = runner.stored_masks(store.subtree(store.load_level(run_path, level.name).arrays, "masks"))
+    masks = runner.stored_masks(store.subtree(store.load_level(run_path, level.name).arrays, ondisk.MASKS))
     k = lottery.procedure.rewind_step
     if k:
         level0 = store.load_level(run_path, runner.plan(lottery)[0].name)
@@ -218,25 +220,25 @@ def level_pairs(lottery: runner.Lottery, analysis: Analysis, run_path: Path, lev
     trained, outputs = programs.train_trials(lottery.trainer, lottery.network, job, data, progress, budget_mb,
                                            placement, **how)
     seconds_train = time.perf_counter() - t0
-    stored = store.subtree(record.arrays, "trained")
+    stored = store.subtree(record.arrays, ondisk.TRAINED)
     copy_a, diverged_a, curves_a = [], [], []  # per chosen row, in row order
     by_row = {row: j for j, row in enumerate(retrain)}
     for i in rows:
         if trials[i].role == "ticket":  # tickets are the first rows of both layouts, seed by seed
             copy_a.append(jax.tree.map(lambda x, i=i: jnp.asarray(x[i]), stored))
-            diverged_a.append(int(record.arrays["curves/diverged_at"][i]))
-            curves_a.append(record.arrays["curves/accuracy"][i])
+            diverged_a.append(int(record.arrays[ondisk.DIVERGED_AT][i]))
+            curves_a.append(record.arrays[ondisk.ACCURACY][i])
         else:
             copy_a.append(jax.tree.map(lambda x, j=by_row[i]: x[j], trained))
-            diverged_a.append(int(outputs["curves/diverged_at"][by_row[i]]))
-            curves_a.append(outputs["curves/accuracy"][by_row[i]])
+            diverged_a.append(int(outputs[ondisk.DIVERGED_AT][by_row[i]]))
+            curves_a.append(outputs[ondisk.ACCURACY][by_row[i]])
     pair_masks = _rows(masks, np.asarray(rows))
     a = masks_lib.apply(jax.tree.map(lambda *xs: jnp.stack(xs), *copy_a), pair_masks)
     b = masks_lib.apply(jax.tree.map(lambda x: x[len(retrain):], trained), pair_masks)
     t0 = time.perf_counter()
     barrier = _paths(lottery, analysis, a, b, data, budget_mb)
     seconds_path = time.perf_counter() - t0
-    diverged_b = np.asarray(outputs["curves/diverged_at"][len(retrain):], np.int64)
+    diverged_b = np.asarray(outputs[ondisk.DIVERGED_AT][len(retrain):], np.int64)
     m = record.metrics
     out = {}
     for role in roles:
@@ -244,7 +246,8 @@ def level_pairs(lottery: runner.Lottery, analysis: Analysis, run_path: Path, lev
         pairs = [{"seed": trials[rows[j]].seed, "barrier": float(barrier.barrier[j]),
                   "error_a": float(barrier.endpoints[j, 0]), "error_b": float(barrier.endpoints[j, 1]),
                   "diverged": bool(diverged_a[j] >= 0 or diverged_b[j] >= 0)} for j in js]
-        metrics = {"order": level.order * len(ROLES) + ROLES.index(role), "plan_level": level.name, "role": role,
+        metrics = {"order": level.order * len(MASKED_ROLES) + MASKED_ROLES.index(role), "plan_level": level.name,
+                   "role": role,
                    "level_id": level.level_id, "percent_nominal": m["percent_nominal"],
                    "percent_overall": m["percent_overall"], "percent_hidden": m["percent_hidden"],
                    "rewind_step": k, "alphas": analysis.alphas, "pairs": pairs, "summary": summarize(pairs),
@@ -254,7 +257,7 @@ def level_pairs(lottery: runner.Lottery, analysis: Analysis, run_path: Path, lev
         arrays = {"alphas": np.asarray(barrier.alphas), "errors": np.asarray(barrier.errors)[sel],
                   "barrier": np.asarray(barrier.barrier)[sel], "endpoints": np.asarray(barrier.endpoints)[sel],
                   "curves_a/accuracy": np.stack([curves_a[j] for j in js]).astype(np.float32),
-                  "curves_b/accuracy": np.asarray(outputs["curves/accuracy"][len(retrain):])[sel]}
+                  "curves_b/accuracy": np.asarray(outputs[ondisk.ACCURACY][len(retrain):])[sel]}
         out[role] = (arrays, metrics)
     return out
 
@@ -292,7 +295,7 @@ def _units(lottery: runner.Lottery) -> int:
     return sum(int(x.shape[-1]) for x in jax.tree.leaves(lottery.network.shapes()) if x.ndim == 1)
 
 
-def stats(values: Sequence[float]) -> dict[str, float | None]:
+def mean_se(values: Sequence[float]) -> dict[str, float | None]:
     """Mean, standard error of the mean (None for one value), min and max; all None for none."""
     if not len(values):
         return {"mean": None, "se": None, "min": None, "max": None}
@@ -306,8 +309,8 @@ def summarize(pairs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     error mean, standard error of the mean, min and max, with the number of pairs."""
     good = [p for p in pairs if not p["diverged"]]
     return {"pairs": len(good), "diverged": len(pairs) - len(good),
-            "barrier": stats([p["barrier"] for p in good]),
-            "error": stats([e for p in good for e in (p["error_a"], p["error_b"])])}
+            "barrier": mean_se([p["barrier"] for p in good]),
+            "error": mean_se([e for p in good for e in (p["error_a"], p["error_b"])])}
 
 
 # ---------------------------------------------------------------- reading results back
