@@ -19,7 +19,7 @@ mkdir -p "$OUT/benchmarks" "$OUT/runs/mnist" "$OUT/report"
 if [[ "$TINY" == "--tiny" ]]; then
   XOR=(--trials=20 --steps=200 --repeats=1 --variants=flax+vmap --optimizers=adam --both_xla_settings=false
        --sweep=false)
-  LENET=(--trials=1 --steps=100 --repeats=1 --paired=1,2)
+  LENET=(--trials=1 --steps=50 --eval_every=50 --repeats=1 --paired=1,2)  # the paired-batch programs at 1 x 2
   SCALING=(--counts=1 --xor_trials=20 --xor_steps=100 --lenet_trials=2 --lenet_steps=100 --repeats=1)
   MERGED=(--levels=100,50 --seeds=1 --controls=0 --iterations=100)
   CONV=(--seeds=1 --batch=10 --steps=50 --layouts=unrolled --repeats=1 --zoo=)
